@@ -1,0 +1,70 @@
+"""The project's console script: ``serve``, ``keygen`` and the operator commands.
+
+A project builds it with ``build_cli(PROJECT, create_app)``; everything else is template-owned.
+Exit codes: 0 ok, 1 user error (one line on stderr, no traceback), 2 usage.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+
+import typer
+
+from mcp_auth.cli.state import CliState, fail, state
+from mcp_auth.config import McpAuthSettings, ProjectInfo
+from mcp_auth.errors import McpAuthError
+from mcp_auth.logs import configure_logging
+
+SUBCOMMANDS = {
+    "tokens": "Upstream tokens in the database: set, get, delete, list, rotate-key, import-env.",
+    "keys": "API keys callers present as bearer tokens: create, list, revoke.",
+    "audit": "The audit log: list, verify.",
+    "db": "Database schema: upgrade.",
+}
+
+
+def build_cli(project: ProjectInfo, app_factory: Callable[[McpAuthSettings], object]) -> typer.Typer:
+    cli = typer.Typer(
+        name=project.slug,
+        help=f"{project.slug}: authenticated MCP server for {project.service_name}.",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+    )
+
+    @cli.callback()
+    def root(ctx: typer.Context) -> None:
+        ctx.obj = CliState(project=project, app_factory=app_factory)
+
+    @cli.command()
+    def serve(ctx: typer.Context) -> None:
+        """Start the HTTP server (MCP_HOST / MCP_PORT)."""
+        import uvicorn
+
+        settings = state(ctx).settings()
+        configure_logging()
+        try:
+            app = app_factory(settings)
+        except McpAuthError as exc:
+            fail(exc.message)
+        uvicorn.run(
+            app,  # type: ignore[arg-type]
+            host=settings.host,
+            port=settings.port or project.default_port,
+            log_config=None,
+            proxy_headers=True,
+            server_header=False,
+        )
+
+    @cli.command()
+    def keygen() -> None:
+        """Print a new MCP_AUTH_ENCRYPTION_KEY (base64 of 32 random bytes)."""
+        from mcp_auth.crypto import generate_key
+
+        typer.echo(generate_key())
+
+    for name, help_text in SUBCOMMANDS.items():
+        module = importlib.import_module(f"mcp_auth.cli.{name}")
+        cli.add_typer(module.app, name=name, help=help_text)
+    return cli

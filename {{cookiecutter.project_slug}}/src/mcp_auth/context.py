@@ -1,0 +1,46 @@
+"""The one accessor tools use: who is calling, and the upstream token resolved for this call."""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+
+from fastmcp.exceptions import ToolError
+
+from mcp_auth.identity import Identity
+
+
+@dataclass(frozen=True, slots=True)
+class CallContext:
+    identity: Identity
+    service: str
+    token_key: str | None = None
+    _token: str | None = field(default=None, repr=False)
+    _missing: str | None = None
+
+    @property
+    def service_token(self) -> str:
+        """The upstream token for this call; a clear tool error when none is stored."""
+        if self._token is None:
+            raise ToolError(self._missing or f"no upstream token resolved for service {self.service!r}")
+        return self._token
+
+
+_current: ContextVar[CallContext | None] = ContextVar("mcp_auth_call", default=None)
+
+
+def current() -> CallContext:
+    """The authenticated call being served (set by the middleware for every request)."""
+    call = _current.get()
+    if call is None:
+        raise ToolError("no authenticated request in context")
+    return call
+
+
+def bind(call: CallContext) -> object:
+    """Set the call for the current task; returns the token to pass to ``unbind``."""
+    return _current.set(call)
+
+
+def unbind(token: object) -> None:
+    _current.reset(token)  # type: ignore[arg-type]

@@ -1,0 +1,92 @@
+"""Turn a FastMCP server into the authenticated HTTP app: /mcp, /health, /status."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastmcp import FastMCP
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from mcp_auth.errors import ServiceUnavailable
+from mcp_auth.middleware import McpAuthMiddleware, unavailable_body
+from mcp_auth.runtime import Runtime
+
+logger = logging.getLogger("mcp_auth.server")
+
+MCP_PATH = "/mcp"
+
+
+def build_http_app(mcp: FastMCP, runtime: Runtime) -> Starlette:
+    """Stateless streamable HTTP (any replica can serve any request) behind McpAuthMiddleware."""
+    settings = runtime.settings
+
+    @mcp.custom_route("/health", methods=["GET"], include_in_schema=False)
+    async def health(request: Request) -> JSONResponse:
+        return JSONResponse(
+            {
+                "status": "ok",
+                "service": settings.slug,
+                "auth": settings.auth_mode,
+                "token_storage": settings.token_store,
+            }
+        )
+
+    @mcp.custom_route("/status", methods=["GET"], include_in_schema=False)
+    async def status(request: Request) -> JSONResponse:
+        try:
+            await runtime.check()
+        except ServiceUnavailable as exc:
+            return JSONResponse(unavailable_body(exc.message), status_code=503)
+        return JSONResponse(
+            {"status": "ready", "service": settings.slug, "token_storage": settings.token_store}
+        )
+
+    app = mcp.http_app(
+        path=MCP_PATH,
+        stateless_http=True,
+        json_response=True,
+        middleware=[
+            Middleware(
+                McpAuthMiddleware,  # type: ignore[arg-type]
+                authenticator=runtime.authenticator,
+                tokens=runtime.tokens,
+            )
+        ],
+    )
+    inner_lifespan = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(starlette_app: Starlette) -> AsyncIterator[None]:
+        _install_refresh_signal(runtime)
+        async with inner_lifespan(starlette_app):
+            try:
+                yield
+            finally:
+                await runtime.close()
+
+    app.router.lifespan_context = lifespan
+    app.state.runtime = runtime
+    return app
+
+
+def _install_refresh_signal(runtime: Runtime) -> None:
+    """SIGHUP drops cached tokens (Infisical) so a rotated secret is used without a restart."""
+    invalidate = getattr(runtime.store, "invalidate", None)
+    if invalidate is None:
+        return
+
+    def on_hup() -> None:
+        logger.info("SIGHUP: token cache cleared")
+        invalidate()
+
+    try:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, on_hup)
+    except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or Windows
+        pass

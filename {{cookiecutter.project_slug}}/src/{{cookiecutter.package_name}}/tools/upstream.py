@@ -1,0 +1,57 @@
+"""Example tool: call the upstream {{ cookiecutter.service_name }} API with the service token.
+
+The caller authenticated to *us*; the upstream sees only the service token resolved for this call
+(the caller's own when one is stored under their identity, else the shared ``default``).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import httpx
+from fastmcp import FastMCP
+from fastmcp.exceptions import ToolError
+
+import mcp_auth
+from {{ cookiecutter.package_name }}.project import UPSTREAM_BASE_URL
+
+TIMEOUT = httpx.Timeout(10.0, connect=3.0)
+MAX_BODY_CHARS = 20_000
+
+
+def base_url() -> str:
+    # UPSTREAM_BASE_URL lets tests and staging point the tool at another host.
+    return os.environ.get("UPSTREAM_BASE_URL", UPSTREAM_BASE_URL).rstrip("/")
+
+
+async def upstream_get(path: str) -> Any:
+    """GET a path of the {{ cookiecutter.service_name }} API (e.g. "/whoami") and return its JSON."""
+    if not path.startswith("/") or path.startswith("//") or "://" in path or "\\" in path:
+        raise ToolError("path must be a path on the upstream API, starting with a single '/'")
+    token = mcp_auth.current().service_token
+    url = base_url() + path
+    try:
+        async with httpx.AsyncClient(timeout=TIMEOUT, follow_redirects=False) as client:
+            response = await client.get(
+                url, headers={"Authorization": f"Bearer {token}", "Accept": "application/json"}
+            )
+    except httpx.TimeoutException:
+        raise ToolError(f"upstream API timed out ({base_url()})") from None
+    except httpx.HTTPError as exc:
+        raise ToolError(f"upstream API unreachable ({base_url()}): {type(exc).__name__}") from None
+    if response.status_code in (401, 403):
+        raise ToolError(
+            f"upstream API rejected the service token (HTTP {response.status_code}); "
+            "check the stored {{ cookiecutter.service_name }} token"
+        )
+    if response.status_code >= 400:
+        raise ToolError(f"upstream API error: HTTP {response.status_code} for {path}")
+    try:
+        return response.json()
+    except ValueError:
+        return {"text": response.text[:MAX_BODY_CHARS]}
+
+
+def register(mcp: FastMCP) -> None:
+    mcp.tool(upstream_get)

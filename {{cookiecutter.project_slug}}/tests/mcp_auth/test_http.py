@@ -1,0 +1,203 @@
+"""The authenticated HTTP app end to end (ASGI, real FastMCP): 401/503 contract, modes, health."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+from fastmcp import FastMCP
+from fastmcp.exceptions import ToolError
+
+import mcp_auth
+from mcp_auth.runtime import Runtime
+from mcp_auth.server import build_http_app
+from mcp_auth.testing.clients import MCP_HEADERS, jsonrpc, mcp_client, running
+from mcp_auth.testing.cloudflare import FakeCloudflareAccess
+from mcp_auth.testing.settings import DEMO_BEARER, make_settings
+
+TOKEN = "upstream-secret-token-value-42"
+
+
+def build(**env: str):
+    mcp = FastMCP("demo")
+
+    @mcp.tool
+    def whoami() -> dict[str, str | None]:
+        return mcp_auth.current().identity.as_dict()
+
+    @mcp.tool
+    def token_suffix() -> str:
+        ctx = mcp_auth.current()
+        return f"{ctx.token_key}:{ctx.service_token[-2:]}"
+
+    return build_http_app(mcp, Runtime.from_settings(make_settings(**env)))
+
+
+def bearer_env(**extra: str) -> dict[str, str]:
+    return {
+        "MCP_AUTH_MODE": "bearer",
+        "MCP_BEARER_TOKENS": f"ci-bot={DEMO_BEARER}",
+        "DEMO_API_TOKEN": TOKEN,
+        **extra,
+    }
+
+
+def both_env(cf: FakeCloudflareAccess, **extra: str) -> dict[str, str]:
+    return {**bearer_env(), "MCP_AUTH_MODE": "both", **cf.env(), **extra}
+
+
+async def call_tool(client: Any, name: str, headers: dict[str, str]) -> Any:
+    return await client.post(
+        "/mcp", json=jsonrpc("tools/call", {"name": name, "arguments": {}}), headers={**MCP_HEADERS, **headers}
+    )
+
+
+async def test_health_is_public_and_has_no_secrets() -> None:
+    app = build(**bearer_env())
+    async with running(app) as http:
+        response = await http.get("/health")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "service": "demo-mcp", "auth": "bearer", "token_storage": "env"}
+    assert TOKEN not in response.text and DEMO_BEARER not in response.text
+
+
+async def test_status_ready_and_503_when_token_missing() -> None:
+    async with running(build(**bearer_env())) as http:
+        assert (await http.get("/status")).status_code == 200
+    env = bearer_env()
+    del env["DEMO_API_TOKEN"]
+    async with running(build(**env)) as http:
+        response = await http.get("/status")
+    assert response.status_code == 503
+    assert response.json() == {"error": "service_unavailable", "message": "DEMO_API_TOKEN is not set"}
+
+
+async def test_missing_credential_is_401_saying_what_to_send() -> None:
+    async with running(build(**bearer_env())) as http:
+        response = await http.post("/mcp", json=jsonrpc("tools/list"), headers=MCP_HEADERS)
+    assert response.status_code == 401
+    body = response.json()
+    assert body["error"] == "unauthorized"
+    assert "Authorization: Bearer" in body["message"]
+    assert response.headers["www-authenticate"].startswith("Bearer")
+
+
+async def test_wrong_bearer_token_is_401_and_logged_without_the_token(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    wrong = "not-the-right-token-000000000000"
+    async with running(build(**bearer_env())) as http:
+        response = await http.post(
+            "/mcp", json=jsonrpc("tools/list"), headers={**MCP_HEADERS, "Authorization": f"Bearer {wrong}"}
+        )
+    assert response.status_code == 401
+    assert response.json() == {"error": "unauthorized", "message": "Invalid bearer token"}
+    rejected = [r for r in caplog.records if r.getMessage() == "authentication rejected"]
+    assert rejected and rejected[0].remote_addr == "127.0.0.1"  # type: ignore[attr-defined]
+    assert wrong not in caplog.text
+
+
+async def test_bearer_caller_reaches_tool_with_identity_and_token() -> None:
+    app = build(**bearer_env())
+    async with running(app):
+        async with mcp_client(app, {"Authorization": f"Bearer {DEMO_BEARER}"}) as client:
+            who = await client.call_tool("whoami", {})
+            suffix = await client.call_tool("token_suffix", {})
+    assert who.data == {"identity": "ci-bot", "auth_method": "bearer", "email": None}
+    assert suffix.data == "default:42"
+
+
+async def test_missing_upstream_token_is_http_503_on_tool_call_only() -> None:
+    env = bearer_env()
+    del env["DEMO_API_TOKEN"]
+    auth = {"Authorization": f"Bearer {DEMO_BEARER}"}
+    async with running(build(**env)) as http:
+        listing = await http.post("/mcp", json=jsonrpc("tools/list"), headers={**MCP_HEADERS, **auth})
+        called = await call_tool(http, "whoami", auth)
+    assert listing.status_code == 200  # requests that call no tool never touch the store
+    assert called.status_code == 503
+    assert called.json() == {"error": "service_unavailable", "message": "DEMO_API_TOKEN is not set"}
+
+
+async def test_cloudflare_jwt_authenticates_user(cf_access: FakeCloudflareAccess) -> None:
+    app = build(**both_env(cf_access))
+    async with running(app):
+        async with mcp_client(app, {"Cf-Access-Jwt-Assertion": cf_access.mint(email="bob@example.com")}) as c:
+            who = await c.call_tool("whoami", {})
+    assert who.data == {"identity": "bob@example.com", "auth_method": "cloudflare", "email": "bob@example.com"}
+
+
+async def test_cloudflare_cookie_is_accepted(cf_access: FakeCloudflareAccess) -> None:
+    token = cf_access.mint(email="carol@example.com")
+    async with running(build(**both_env(cf_access))) as http:
+        response = await call_tool(http, "whoami", {"Cookie": f"CF_Authorization={token}; other=1"})
+    assert response.status_code == 200
+    assert "carol@example.com" in response.text
+
+
+async def test_expired_jwt_is_401_invalid_jwt(cf_access: FakeCloudflareAccess) -> None:
+    token = cf_access.mint(expires_in=-3600)
+    async with running(build(**both_env(cf_access))) as http:
+        response = await call_tool(http, "whoami", {"Cf-Access-Jwt-Assertion": token})
+    assert response.status_code == 401
+    assert response.json() == {"error": "unauthorized", "message": "Invalid JWT"}
+
+
+async def test_invalid_jwt_decides_even_with_a_valid_bearer(cf_access: FakeCloudflareAccess) -> None:
+    headers = {"Cf-Access-Jwt-Assertion": cf_access.mint(aud=["other-app"]), "Authorization": f"Bearer {DEMO_BEARER}"}
+    async with running(build(**both_env(cf_access))) as http:
+        response = await call_tool(http, "whoami", headers)
+    assert response.status_code == 401
+    assert response.json()["message"] == "Invalid JWT"
+
+
+async def test_unsigned_email_header_is_never_trusted(cf_access: FakeCloudflareAccess) -> None:
+    headers = {"Cf-Access-Authenticated-User-Email": "admin@example.com"}
+    async with running(build(**both_env(cf_access))) as http:
+        response = await call_tool(http, "whoami", headers)
+    assert response.status_code == 401
+
+
+async def test_cloudflare_mode_refuses_valid_bearer(cf_access: FakeCloudflareAccess) -> None:
+    async with running(build(**both_env(cf_access, MCP_AUTH_MODE="cloudflare"))) as http:
+        response = await call_tool(http, "whoami", {"Authorization": f"Bearer {DEMO_BEARER}"})
+        ok = await call_tool(http, "whoami", {"Cf-Access-Jwt-Assertion": cf_access.mint()})
+    assert response.status_code == 401
+    assert "Cf-Access-Jwt-Assertion" in response.json()["message"]
+    assert ok.status_code == 200
+
+
+async def test_bearer_mode_refuses_valid_jwt(cf_access: FakeCloudflareAccess) -> None:
+    async with running(build(**bearer_env(**cf_access.env()))) as http:
+        response = await call_tool(http, "whoami", {"Cf-Access-Jwt-Assertion": cf_access.mint()})
+    assert response.status_code == 401
+    assert "MCP_AUTH_MODE=bearer" in response.json()["message"]
+
+
+async def test_jwks_unreachable_is_503_not_401(cf_access: FakeCloudflareAccess) -> None:
+    token = cf_access.mint()
+    cf_access.down = True
+    async with running(build(**both_env(cf_access))) as http:
+        response = await call_tool(http, "whoami", {"Cf-Access-Jwt-Assertion": token})
+    assert response.status_code == 503
+    assert response.json()["error"] == "service_unavailable"
+    assert "Cloudflare Access certificates" in response.json()["message"]
+
+
+async def test_tool_error_when_token_is_required_but_none_stored() -> None:
+    """A store that answers but holds no token: tools that need it fail clearly, others work."""
+    app = build(**bearer_env())
+    runtime = app.state.runtime
+
+    class EmptyStore:
+        name = "empty"
+
+        async def get(self, service: str, key: str) -> None:
+            return None
+
+    runtime.tokens.store = EmptyStore()
+    async with running(app):
+        async with mcp_client(app, {"Authorization": f"Bearer {DEMO_BEARER}"}) as client:
+            assert (await client.call_tool("whoami", {})).data["identity"] == "ci-bot"
+            with pytest.raises(ToolError, match="no demo token is stored for 'ci-bot' or 'default'"):
+                await client.call_tool("token_suffix", {})
