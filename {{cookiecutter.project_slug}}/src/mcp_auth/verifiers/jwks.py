@@ -38,32 +38,36 @@ class JwksCache:
         self._min_refresh_interval = min_refresh_interval
         self._clock = clock
         self._keys: dict[str, jwt.PyJWK] = {}
-        self._fetched_at: float | None = None
-        self._attempted_at: float | None = None
+        self._fetched_at: float | None = None  # last successful fetch
+        self._attempted_at: float | None = None  # last fetch of any outcome
+        self._forced_at: float | None = None  # last refetch caused by an unknown kid
+        self._generation = 0
         self._lock = asyncio.Lock()
 
     async def get(self, kid: str | None) -> jwt.PyJWK | None:
         """The key for ``kid``; refetches when stale or unknown (rate-limited). ``None``: unknown."""
         now = self._clock()
         stale = self._fetched_at is None or now - self._fetched_at > self._max_age
-        if stale or (kid not in self._keys and self._may_refetch(now)):
-            await self._refresh(force=not stale)
+        if stale and self._elapsed(self._attempted_at, now):
+            await self._refresh()
+        elif kid and kid not in self._keys and self._elapsed(self._forced_at, now):
+            # A rotated key is picked up at once; forged kids cost one fetch per interval.
+            self._forced_at = now
+            await self._refresh()
         if not self._keys:
             raise ServiceUnavailable(f"Cloudflare Access certificates unavailable ({self.url})")
         return self._keys.get(kid) if kid else None
 
-    def _may_refetch(self, now: float) -> bool:
-        return self._attempted_at is None or now - self._attempted_at >= self._min_refresh_interval
+    def _elapsed(self, since: float | None, now: float) -> bool:
+        return since is None or now - since >= self._min_refresh_interval
 
-    async def _refresh(self, *, force: bool) -> None:
+    async def _refresh(self) -> None:
+        generation = self._generation
         async with self._lock:
-            now = self._clock()
-            # Another task refreshed while we waited: use its result.
-            if self._attempted_at is not None and now - self._attempted_at < (
-                self._min_refresh_interval if force else 0.001
-            ) and self._keys:
-                return
-            self._attempted_at = now
+            if self._generation != generation:
+                return  # another task fetched while we waited: single flight
+            self._generation += 1
+            self._attempted_at = self._clock()
             try:
                 async with httpx.AsyncClient(timeout=self._timeout) as client:
                     response = await client.get(self.url, headers={"Accept": "application/json"})
@@ -76,7 +80,7 @@ class JwksCache:
                 )
                 return
             self._keys = keys
-            self._fetched_at = now
+            self._fetched_at = self._attempted_at
 
     @staticmethod
     def _parse(document: object) -> dict[str, jwt.PyJWK]:

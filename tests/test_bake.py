@@ -1,0 +1,99 @@
+"""Every option combination bakes into a complete, lint-clean project; bad options are refused."""
+
+from __future__ import annotations
+
+import filecmp
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import COMBINATIONS, TEMPLATE, BakedProject
+
+EXPECTED_FILES = [
+    "pyproject.toml",
+    "uv.lock",
+    "README.md",
+    "Dockerfile",
+    "docker-compose.yml",
+    ".env.example",
+    ".github/workflows/ci.yml",
+    "src/mcp_auth/__init__.py",
+    "src/mcp_auth/middleware.py",
+    "src/mcp_auth/config.py",
+    "src/mcp_auth/crypto.py",
+    "src/mcp_auth/audit.py",
+    "src/mcp_auth/verifiers/cloudflare.py",
+    "src/mcp_auth/verifiers/bearer.py",
+    "src/mcp_auth/stores/env.py",
+    "src/mcp_auth/stores/database.py",
+    "src/mcp_auth/stores/infisical.py",
+    "migrations/env.py",
+    "tests/mcp_auth/test_http.py",
+]
+LEFTOVER = re.compile(r"\{\{\s*cookiecutter|\{%-?\s*(raw|endraw|if|endif|for|endfor|set)\b|cookiecutter\.")
+
+
+@pytest.mark.parametrize(("auth_mode", "token_store"), COMBINATIONS)
+def test_every_combination_bakes_complete_and_lint_clean(bake, auth_mode: str, token_store: str) -> None:
+    project = bake(auth_mode=auth_mode, token_store=token_store)
+    package = project.package
+    for relative in [*EXPECTED_FILES, f"src/{package}/app.py", f"src/{package}/cli.py",
+                     f"src/{package}/tools/whoami.py", f"src/{package}/tools/upstream.py"]:
+        assert project.has_file(relative), relative
+    for path in project.files():
+        text = path.read_text(errors="ignore")
+        match = LEFTOVER.search(text)
+        assert match is None, f"{path.relative_to(project.path)} has leftover template syntax {match.group(0)!r}"
+    project_py = project.read(f"src/{package}/project.py")
+    assert f'default_auth_mode="{auth_mode}"' in project_py
+    assert f'default_token_store="{token_store}"' in project_py
+    ruff = subprocess.run(["ruff", "check", "."], cwd=project.path, capture_output=True, text=True)
+    assert ruff.returncode == 0, ruff.stdout + ruff.stderr
+
+
+def test_shared_module_is_byte_identical_to_the_template(bake) -> None:
+    """src/mcp_auth, its tests and the migrations are copied verbatim (cruft updates stay clean)."""
+    project: BakedProject = bake(project_name="Acme Widgets", service_name="widgets", auth_mode="bearer")
+    for shared in ("src/mcp_auth", "tests/mcp_auth", "migrations"):
+        source = TEMPLATE / "{{cookiecutter.project_slug}}" / shared
+        for path in source.rglob("*"):
+            if path.is_file() and "__pycache__" not in path.parts:
+                relative = path.relative_to(source)
+                assert filecmp.cmp(path, project.path / shared / relative, shallow=False), f"{shared}/{relative}"
+
+
+def test_custom_names_flow_into_the_project(bake) -> None:
+    project = bake(project_name="GitHub MCP", service_name="github", http_port="9090")
+    assert project.slug == "github-mcp" and project.package == "github_mcp"
+    assert project.has_file("src/github_mcp/app.py")
+    assert 'service_token_env="GITHUB_API_TOKEN"' in project.read("src/github_mcp/project.py")
+    assert "default_port=9090" in project.read("src/github_mcp/project.py")
+    assert 'github-mcp = "github_mcp.cli:main"' in project.read("pyproject.toml")
+    assert 'name = "github-mcp"' in project.read("uv.lock")
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("project_slug", "Bad Slug"),
+        ("project_slug", "1mcp"),
+        ("package_name", "coda-mcp"),
+        ("package_name", "class"),
+        ("package_name", "mcp_auth"),
+        ("service_token_env", "coda-token"),
+        ("service_name", "Coda API"),
+        ("http_port", "80800"),
+        ("python_version", "3.9"),
+        ("upstream_base_url", "ftp://example.com"),
+    ],
+)
+def test_invalid_option_is_refused_with_a_message_naming_it(
+    cookies, capfd: pytest.CaptureFixture[str], option: str, value: str
+) -> None:
+    result = cookies.bake(extra_context={option: value})
+    assert result.exit_code != 0
+    assert result.project_path is None or not Path(result.project_path).exists()
+    err = capfd.readouterr().err
+    assert f"ERROR: {option} {value!r} is invalid" in err
