@@ -21,8 +21,7 @@ _ASK = {
     "cloudflare": "send the Cloudflare Access JWT in the Cf-Access-Jwt-Assertion header "
     "(reach the server through Cloudflare Access)",
     "bearer": "send Authorization: Bearer <token>",
-    "both": "send Authorization: Bearer <token> or a Cloudflare Access JWT "
-    "(Cf-Access-Jwt-Assertion header)",
+    "both": "send Authorization: Bearer <token> or a Cloudflare Access JWT (Cf-Access-Jwt-Assertion header)",
 }
 
 
@@ -72,8 +71,7 @@ class Authenticator:
         if jwt_token is not None:
             if self._cloudflare is None:
                 raise AuthenticationFailed(
-                    "Cloudflare Access JWTs are not accepted (MCP_AUTH_MODE=bearer): "
-                    + _ASK["bearer"]
+                    "Cloudflare Access JWTs are not accepted (MCP_AUTH_MODE=bearer): " + _ASK["bearer"]
                 )
             identity = await self._cloudflare.verify(jwt_token)
             if identity is None:  # pragma: no cover - the Cloudflare verifier always decides

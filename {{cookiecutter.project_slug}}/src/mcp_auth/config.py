@@ -12,14 +12,12 @@ import ipaddress
 import os
 import socket
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
+from mcp_auth.errors import ConfigError
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
-from typing_extensions import Annotated
-
-from mcp_auth.errors import ConfigError
 
 AuthMode = Literal["cloudflare", "bearer", "both"]
 StoreName = Literal["env", "postgres", "infisical"]
@@ -71,16 +69,12 @@ class McpAuthSettings(BaseSettings):
         default_factory=list, validation_alias="MCP_AUTH_PREVIOUS_KEYS"
     )
     cf_team_domain: str | None = Field(None, validation_alias="CF_ACCESS_TEAM_DOMAIN")
-    cf_audiences: Annotated[list[str], NoDecode] = Field(
-        default_factory=list, validation_alias="CF_ACCESS_AUD"
-    )
+    cf_audiences: Annotated[list[str], NoDecode] = Field(default_factory=list, validation_alias="CF_ACCESS_AUD")
     cf_certs_url: str | None = Field(None, validation_alias="CF_ACCESS_CERTS_URL")
     bearer_tokens: SecretStr | None = Field(None, validation_alias="MCP_BEARER_TOKENS")
     infisical_host: str = Field("https://app.infisical.com", validation_alias="INFISICAL_HOST")
     infisical_client_id: str | None = Field(None, validation_alias="INFISICAL_CLIENT_ID")
-    infisical_client_secret: SecretStr | None = Field(
-        None, validation_alias="INFISICAL_CLIENT_SECRET"
-    )
+    infisical_client_secret: SecretStr | None = Field(None, validation_alias="INFISICAL_CLIENT_SECRET")
     infisical_api_key: SecretStr | None = Field(None, validation_alias="INFISICAL_API_KEY")
     infisical_project_id: str | None = Field(
         None, validation_alias=AliasChoices("INFISICAL_PROJECT_ID", "INFISICAL_WORKSPACE_ID")
@@ -112,9 +106,17 @@ class McpAuthSettings(BaseSettings):
         return value
 
     @field_validator(
-        "database_url", "encryption_key", "cf_certs_url", "bearer_tokens", "infisical_client_id",
-        "infisical_client_secret", "infisical_api_key", "infisical_project_id",
-        "infisical_secret_name", "operator_email", mode="before",
+        "database_url",
+        "encryption_key",
+        "cf_certs_url",
+        "bearer_tokens",
+        "infisical_client_id",
+        "infisical_client_secret",
+        "infisical_api_key",
+        "infisical_project_id",
+        "infisical_secret_name",
+        "operator_email",
+        mode="before",
     )
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
@@ -158,8 +160,7 @@ class McpAuthSettings(BaseSettings):
             name, token = name.strip(), token.strip()
             if not sep or not name or not token:
                 raise ConfigError(
-                    f"MCP_BEARER_TOKENS entry {index} is not name=token "
-                    "(use comma-separated name=token pairs)"
+                    f"MCP_BEARER_TOKENS entry {index} is not name=token (use comma-separated name=token pairs)"
                 )
             if len(token) < 16:
                 raise ConfigError(
@@ -183,9 +184,7 @@ class McpAuthSettings(BaseSettings):
                 )
             team = urlsplit(self.cf_team_domain)
             if team.scheme != "https" and not _is_loopback(team.hostname):
-                raise ConfigError(
-                    "CF_ACCESS_TEAM_DOMAIN must be an https:// URL (https://<team>.cloudflareaccess.com)"
-                )
+                raise ConfigError("CF_ACCESS_TEAM_DOMAIN must be an https:// URL (https://<team>.cloudflareaccess.com)")
             if not self.cf_audiences:
                 raise ConfigError(
                     f"CF_ACCESS_AUD is required when MCP_AUTH_MODE={self.auth_mode} "
@@ -202,8 +201,7 @@ class McpAuthSettings(BaseSettings):
             )
         if self.token_store == "postgres" and not self.uses_database:
             raise ConfigError(
-                "DATABASE_URL is required when MCP_TOKEN_STORE=postgres "
-                "(e.g. postgresql://user:password@host:5432/db)"
+                "DATABASE_URL is required when MCP_TOKEN_STORE=postgres (e.g. postgresql://user:password@host:5432/db)"
             )
         if self.token_store == "postgres" and self.encryption_key is None:
             raise ConfigError(

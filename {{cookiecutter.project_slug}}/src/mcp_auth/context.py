@@ -5,8 +5,6 @@ from __future__ import annotations
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 
-from fastmcp.exceptions import ToolError
-
 from mcp_auth.identity import Identity
 
 
@@ -22,7 +20,7 @@ class CallContext:
     def service_token(self) -> str:
         """The upstream token for this call; a clear tool error when none is stored."""
         if self._token is None:
-            raise ToolError(self._missing or f"no upstream token resolved for service {self.service!r}")
+            raise _tool_error(self._missing or f"no upstream token resolved for service {self.service!r}")
         return self._token
 
 
@@ -33,7 +31,7 @@ def current() -> CallContext:
     """The authenticated call being served (set by the middleware for every request)."""
     call = _current.get()
     if call is None:
-        raise ToolError("no authenticated request in context")
+        raise _tool_error("no authenticated request in context")
     return call
 
 
@@ -44,3 +42,10 @@ def bind(call: CallContext) -> object:
 
 def unbind(token: object) -> None:
     _current.reset(token)  # type: ignore[arg-type]
+
+
+def _tool_error(message: str) -> Exception:
+    # Imported here: fastmcp takes seconds to import and CLI commands never need it.
+    from fastmcp.exceptions import ToolError
+
+    return ToolError(message)

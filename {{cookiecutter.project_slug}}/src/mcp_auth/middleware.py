@@ -12,12 +12,11 @@ import json
 import logging
 from collections.abc import Iterable
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
 from mcp_auth.authentication import Authenticator
 from mcp_auth.context import CallContext, bind, unbind
 from mcp_auth.errors import AuthenticationFailed, ServiceUnavailable
 from mcp_auth.token_access import TokenAccess
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 logger = logging.getLogger("mcp_auth.middleware")
 
@@ -25,9 +24,7 @@ PUBLIC_PATHS = frozenset({"/health", "/status"})
 MAX_BODY_BYTES = 4 * 1024 * 1024
 
 
-async def send_json(
-    send: Send, status: int, body: dict[str, str], headers: Iterable[tuple[str, str]] = ()
-) -> None:
+async def send_json(send: Send, status: int, body: dict[str, str], headers: Iterable[tuple[str, str]] = ()) -> None:
     payload = json.dumps(body).encode()
     raw_headers = [
         (b"content-type", b"application/json"),

@@ -9,14 +9,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastmcp import FastMCP
+from mcp_auth.errors import ServiceUnavailable
+from mcp_auth.middleware import McpAuthMiddleware, unavailable_body
+from mcp_auth.runtime import Runtime
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-
-from mcp_auth.errors import ServiceUnavailable
-from mcp_auth.middleware import McpAuthMiddleware, unavailable_body
-from mcp_auth.runtime import Runtime
 
 logger = logging.getLogger("mcp_auth.server")
 
@@ -44,9 +43,7 @@ def build_http_app(mcp: FastMCP, runtime: Runtime) -> Starlette:
             await runtime.check()
         except ServiceUnavailable as exc:
             return JSONResponse(unavailable_body(exc.message), status_code=503)
-        return JSONResponse(
-            {"status": "ready", "service": settings.slug, "token_storage": settings.token_store}
-        )
+        return JSONResponse({"status": "ready", "service": settings.slug, "token_storage": settings.token_store})
 
     app = mcp.http_app(
         path=MCP_PATH,

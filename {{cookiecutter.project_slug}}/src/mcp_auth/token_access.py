@@ -51,7 +51,10 @@ class TokenAccess:
                 await self._record(identity, key, "success", None, best_effort=False)
                 return ResolvedToken(key, value)
         await self._record(
-            identity, DEFAULT_KEY, "failure", str(TokenNotFound(self.service, DEFAULT_KEY)),
+            identity,
+            DEFAULT_KEY,
+            "failure",
+            str(TokenNotFound(self.service, DEFAULT_KEY)),
             best_effort=True,
         )
         return None

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from fastmcp import FastMCP
-from starlette.applications import Starlette
-
 from mcp_auth.config import McpAuthSettings, load_settings
 from mcp_auth.runtime import Runtime
 from mcp_auth.server import build_http_app
+from starlette.applications import Starlette
+
 from {{ cookiecutter.package_name }}.project import PROJECT, PROJECT_NAME
 from {{ cookiecutter.package_name }}.tools import register_tools
 

@@ -8,7 +8,6 @@ import json
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
-
 from mcp_auth.errors import AuthenticationFailed, ServiceUnavailable
 from mcp_auth.testing.cloudflare import FakeCloudflareAccess, new_rsa_key
 from mcp_auth.verifiers import CloudflareAccessVerifier, JwksCache
@@ -95,7 +94,7 @@ async def test_hs256_signed_with_the_public_key_is_refused(cf_access: FakeCloudf
 
 
 async def test_tampered_payload_fails_signature(cf_access: FakeCloudflareAccess) -> None:
-    header, payload, signature = cf_access.mint(email="eve@example.com").split(".")
+    header, _payload, signature = cf_access.mint(email="eve@example.com").split(".")
     forged_claims = {**cf_access.claims(), "email": "admin@example.com"}
     forged = base64.urlsafe_b64encode(json.dumps(forged_claims).encode()).rstrip(b"=").decode()
     await assert_invalid(verifier(cf_access), f"{header}.{forged}.{signature}", "signature")

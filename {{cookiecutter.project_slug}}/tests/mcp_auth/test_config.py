@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from mcp_auth.config import ProjectInfo, load_settings
 from mcp_auth.errors import ConfigError
 from mcp_auth.testing.settings import DEMO_BEARER, make_settings
@@ -45,12 +44,19 @@ def test_short_bearer_token_is_refused() -> None:
 
 
 def test_certs_url_must_be_https_except_loopback() -> None:
-    refuses("CF_ACCESS_CERTS_URL must be an https", MCP_AUTH_MODE="cloudflare", CF_ACCESS_CERTS_URL="http://example.com/certs", **CF)
+    refuses(
+        "CF_ACCESS_CERTS_URL must be an https",
+        MCP_AUTH_MODE="cloudflare",
+        CF_ACCESS_CERTS_URL="http://example.com/certs",
+        **CF,
+    )
     make_settings(MCP_AUTH_MODE="cloudflare", CF_ACCESS_CERTS_URL="http://127.0.0.1:9/certs", **CF).validate_startup()
 
 
 def test_team_domain_trailing_slash_is_ignored_and_default_certs_url() -> None:
-    settings = make_settings(MCP_AUTH_MODE="cloudflare", CF_ACCESS_TEAM_DOMAIN="https://t.cloudflareaccess.com/", CF_ACCESS_AUD="a, b")
+    settings = make_settings(
+        MCP_AUTH_MODE="cloudflare", CF_ACCESS_TEAM_DOMAIN="https://t.cloudflareaccess.com/", CF_ACCESS_AUD="a, b"
+    )
     settings.validate_startup()
     assert settings.cf_team_domain == "https://t.cloudflareaccess.com"
     assert settings.certs_url == "https://t.cloudflareaccess.com/cdn-cgi/access/certs"
@@ -58,18 +64,26 @@ def test_team_domain_trailing_slash_is_ignored_and_default_certs_url() -> None:
 
 
 def test_unknown_mode_names_the_variable() -> None:
-    with pytest.raises(ConfigError, match="^MCP_AUTH_MODE"):
+    with pytest.raises(ConfigError, match=r"^MCP_AUTH_MODE"):
         make_settings(MCP_AUTH_MODE="oauth")
 
 
 def test_postgres_store_needs_database_url_and_key() -> None:
-    refuses("DATABASE_URL is required", MCP_AUTH_MODE="bearer", MCP_BEARER_TOKENS=f"ci={DEMO_BEARER}", MCP_TOKEN_STORE="postgres")
+    refuses(
+        "DATABASE_URL is required",
+        MCP_AUTH_MODE="bearer",
+        MCP_BEARER_TOKENS=f"ci={DEMO_BEARER}",
+        MCP_TOKEN_STORE="postgres",
+    )
 
 
 def test_infisical_store_needs_credentials() -> None:
     refuses(
         "INFISICAL_CLIENT_ID and INFISICAL_CLIENT_SECRET",
-        MCP_AUTH_MODE="bearer", MCP_BEARER_TOKENS=f"ci={DEMO_BEARER}", MCP_TOKEN_STORE="infisical", INFISICAL_PROJECT_ID="p",
+        MCP_AUTH_MODE="bearer",
+        MCP_BEARER_TOKENS=f"ci={DEMO_BEARER}",
+        MCP_TOKEN_STORE="infisical",
+        INFISICAL_PROJECT_ID="p",
     )
 
 
@@ -78,12 +92,20 @@ def test_missing_upstream_token_is_not_a_startup_error() -> None:
 
 
 def test_project_defaults_apply_and_env_overrides_them() -> None:
-    project = ProjectInfo(slug="x", service_name="x", service_token_env="X_TOKEN", default_auth_mode="bearer",
-                          default_token_store="postgres", default_port=9999)
+    project = ProjectInfo(
+        slug="x",
+        service_name="x",
+        service_token_env="X_TOKEN",
+        default_auth_mode="bearer",
+        default_token_store="postgres",
+        default_port=9999,
+    )
     settings = load_settings(project, environ={"X_TOKEN": "tok"})
     assert (settings.auth_mode, settings.token_store, settings.port) == ("bearer", "postgres", 9999)
     assert settings.service_token is not None and settings.service_token.get_secret_value() == "tok"
-    overridden = load_settings(project, environ={"MCP_AUTH_MODE": "cloudflare", "MCP_TOKEN_STORE": "env", "MCP_PORT": "81"})
+    overridden = load_settings(
+        project, environ={"MCP_AUTH_MODE": "cloudflare", "MCP_TOKEN_STORE": "env", "MCP_PORT": "81"}
+    )
     assert (overridden.auth_mode, overridden.token_store, overridden.port) == ("cloudflare", "env", 81)
 
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import mcp_auth
 import pytest
 from fastmcp import FastMCP
 from fastmcp.exceptions import ToolError
-
-import mcp_auth
 from mcp_auth.runtime import Runtime
 from mcp_auth.server import build_http_app
 from mcp_auth.testing.clients import MCP_HEADERS, jsonrpc, mcp_client, running

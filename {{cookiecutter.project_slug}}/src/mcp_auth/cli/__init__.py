@@ -1,6 +1,8 @@
 """The project's console script: ``serve``, ``keygen`` and the operator commands.
 
-A project builds it with ``build_cli(PROJECT, create_app)``; everything else is template-owned.
+A project builds it with ``build_cli(PROJECT, "my_pkg.app:create_app")``; everything else is
+template-owned. The app factory is imported only by ``serve``: FastMCP takes seconds to import,
+and operator commands (and a refused start) should not wait for it.
 Exit codes: 0 ok, 1 user error (one line on stderr, no traceback), 2 usage.
 """
 
@@ -8,9 +10,9 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
+from typing import cast
 
 import typer
-
 from mcp_auth.cli.state import CliState, fail, state
 from mcp_auth.config import McpAuthSettings, ProjectInfo
 from mcp_auth.errors import McpAuthError
@@ -24,7 +26,12 @@ SUBCOMMANDS = {
 }
 
 
-def build_cli(project: ProjectInfo, app_factory: Callable[[McpAuthSettings], object]) -> typer.Typer:
+def load_factory(path: str) -> Callable[[McpAuthSettings], object]:
+    module, _, attribute = path.partition(":")
+    return cast(Callable[[McpAuthSettings], object], getattr(importlib.import_module(module), attribute))
+
+
+def build_cli(project: ProjectInfo, app_factory: str) -> typer.Typer:
     cli = typer.Typer(
         name=project.slug,
         help=f"{project.slug}: authenticated MCP server for {project.service_name}.",
@@ -45,7 +52,8 @@ def build_cli(project: ProjectInfo, app_factory: Callable[[McpAuthSettings], obj
         settings = state(ctx).settings()
         configure_logging()
         try:
-            app = app_factory(settings)
+            settings.validate_startup()  # before the slow import: a refused start is instant
+            app = load_factory(app_factory)(settings)
         except McpAuthError as exc:
             fail(exc.message)
         uvicorn.run(

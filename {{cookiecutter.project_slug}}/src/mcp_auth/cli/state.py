@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NoReturn
 
 import typer
-
 from mcp_auth.config import McpAuthSettings, ProjectInfo, load_settings
 from mcp_auth.errors import McpAuthError
 
@@ -16,7 +14,7 @@ from mcp_auth.errors import McpAuthError
 @dataclass
 class CliState:
     project: ProjectInfo
-    app_factory: Callable[[McpAuthSettings], object]
+    app_factory: str  # "package.module:function", imported only by `serve`
     _settings: McpAuthSettings | None = field(default=None, repr=False)
 
     def settings(self) -> McpAuthSettings:

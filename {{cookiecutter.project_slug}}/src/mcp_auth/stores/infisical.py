@@ -21,8 +21,10 @@ is never served stale: if Infisical cannot answer, the caller gets a 503 naming 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -42,7 +44,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_HOST = "https://app.infisical.com"
 LOGIN_PATH = "/api/v1/auth/universal-auth/login"
-SECRET_PATH = "/api/v4/secrets/"
+SECRETS_ENDPOINT = "/api/v4/secrets/"
 
 
 @dataclass(slots=True)
@@ -73,7 +75,7 @@ class InfisicalStore:
         service_name: str,
         host: str = DEFAULT_HOST,
         environment: str = "prod",
-        secret_path: str = "/",
+        secret_path: str = "/",  # noqa: S107 (a folder in Infisical, not a password)
         client_id: str | None = None,
         client_secret: SecretStr | str | None = None,
         access_token: SecretStr | str | None = None,
@@ -95,6 +97,10 @@ class InfisicalStore:
                 "is required when MCP_TOKEN_STORE=infisical"
             )
         self._base_url = _normalize_host(host)
+        url = httpx.URL(self._base_url)
+        if url.scheme != "https" and url.host not in ("localhost", "127.0.0.1", "::1"):
+            # Allowed for a self-hosted Infisical on a private network, but worth a line in the log.
+            logger.warning("INFISICAL_HOST is not https: credentials and the token travel unencrypted")
         self._project_id = project_id
         self._environment = environment
         self._secret_path = secret_path or "/"
@@ -217,7 +223,9 @@ class InfisicalStore:
         response = await self._read_secret(token)
         if _token_rejected(response) and self._universal_auth:
             # Revoked, or expired earlier than expiresIn said (clock skew): log in once more.
-            logger.info("Infisical rejected the access token (HTTP %s); logging in again", response.status_code)
+            logger.info(
+                "Infisical rejected the access token (HTTP %s); logging in again", response.status_code
+            )
             self._forget(token)
             token = await self._access_token()
             response = await self._read_secret(token)
@@ -248,7 +256,12 @@ class InfisicalStore:
             LOGIN_PATH,
             json={"clientId": self._client_id, "clientSecret": self._client_secret.get_secret_value()},
         )
-        if response.status_code in (400, 401, 403, 404, 422):
+        if response.status_code == 404:  # no such route: not an Infisical server
+            self._log_rejection("universal auth login", response)
+            raise ServiceUnavailable(
+                f"Infisical login endpoint not found at {self._base_url} (HTTP 404); check INFISICAL_HOST"
+            )
+        if response.status_code in (400, 401, 403, 422):
             self._log_rejection("universal auth login", response)
             raise ServiceUnavailable(
                 f"Infisical authentication failed (universal auth login: HTTP {response.status_code}; "
@@ -269,7 +282,7 @@ class InfisicalStore:
     async def _read_secret(self, token: str) -> httpx.Response:
         return await self._request(
             "GET",
-            SECRET_PATH + quote(self._secret_name, safe=""),
+            SECRETS_ENDPOINT + quote(self._secret_name, safe=""),
             params={
                 "projectId": self._project_id,
                 "environment": self._environment,
@@ -290,9 +303,7 @@ class InfisicalStore:
         if _token_rejected(response):
             self._log_rejection("secret read", response)
             hint = "universal auth access token" if self._universal_auth else "INFISICAL_API_KEY"
-            raise ServiceUnavailable(
-                f"Infisical authentication failed ({hint} rejected: HTTP {status})"
-            )
+            raise ServiceUnavailable(f"Infisical authentication failed ({hint} rejected: HTTP {status})")
         if status == 403:
             self._log_rejection("secret read", response)
             raise ServiceUnavailable(
@@ -319,6 +330,7 @@ class InfisicalStore:
             self._client = httpx.AsyncClient(
                 base_url=self._base_url,
                 timeout=self._timeout,
+                verify=_tls_context(),
                 headers={"Accept": "application/json", "User-Agent": "mcp-auth"},
             )
         try:
@@ -326,13 +338,13 @@ class InfisicalStore:
                 return await self._client.request(method, path, **kwargs)
         except (httpx.TimeoutException, TimeoutError):
             raise ServiceUnavailable(
-                f"Infisical unreachable (no answer from {self._base_url} within {self._deadline:g} s)"
+                f"Infisical unreachable (request to {self._base_url} timed out)"
             ) from None
         except httpx.HTTPError as exc:
-            # Connection refused, DNS failure, TLS error, reset: the name of the class is
-            # diagnostic enough and carries no URL or credential.
+            # Connection refused, DNS failure, TLS error, reset: the class name is diagnostic
+            # enough, and unlike str(exc) it can carry no URL or credential.
             raise ServiceUnavailable(
-                f"Infisical unreachable (cannot connect to {self._base_url}: {type(exc).__name__})"
+                f"Infisical unreachable (connection to {self._base_url} failed: {type(exc).__name__})"
             ) from None
 
     def _raise_for_status(self, response: httpx.Response, stage: str) -> None:
@@ -368,7 +380,8 @@ class InfisicalStore:
     def _read_only_message(self) -> str:
         return (
             f"the {self._service_name} token is managed in Infisical (project {self._project_id}, "
-            f"secret {self._secret_name}); change it there, then refresh the cache"
+            f"secret {self._secret_name}); change it there: the server picks it up when its cache "
+            "expires (MCP_TOKEN_CACHE_TTL) or is refreshed"
         )
 
 
@@ -376,6 +389,13 @@ def _normalize_host(host: str) -> str:
     # Accept "https://app.infisical.com/", and ".../api" as some SDKs document it.
     host = (host or DEFAULT_HOST).strip().rstrip("/")
     return host.removesuffix("/api")
+
+
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    # Loading the CA bundle takes ~70 ms: do it once per process, not once per store.
+    # httpx honours SSL_CERT_FILE / SSL_CERT_DIR here (self-hosted Infisical with a private CA).
+    return httpx.create_ssl_context()
 
 
 def _token_rejected(response: httpx.Response) -> bool:

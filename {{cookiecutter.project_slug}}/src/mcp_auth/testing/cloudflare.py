@@ -12,7 +12,6 @@ from typing import Any
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
-
 from mcp_auth.testing.loopback import LoopbackServer
 
 CERTS_PATH = "/cdn-cgi/access/certs"

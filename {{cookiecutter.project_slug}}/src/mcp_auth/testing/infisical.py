@@ -212,18 +212,24 @@ class FakeInfisical:
 
     def _handle(self, request: RecordedRequest, body: bytes) -> tuple[int, dict[str, Any]]:
         with self._lock:
-            self.requests.append(request)
             failure = self._take_failure(request.endpoint)
-        if self.delay > 0 and self._stopping.wait(self.delay):
-            return 503, _error(503, "shutting down")
         if failure is not None:
             message = "Something went wrong" if failure >= 500 else "Simulated failure"
-            return failure, _error(failure, message)
-        if request.method == "POST" and request.path == LOGIN_PATH:
-            return self._login(body)
-        if request.method == "GET" and request.endpoint == "read":
-            return self._read(request)
-        return 404, _error(404, f"Route {request.method}:{request.path} not found")
+            answer = failure, _error(failure, message)
+        elif request.method == "POST" and request.path == LOGIN_PATH:
+            answer = self._login(body)
+        elif request.method == "GET" and request.endpoint == "read":
+            answer = self._read(request)
+        else:
+            answer = 404, _error(404, f"Route {request.method}:{request.path} not found")
+        # The answer is decided on arrival and delivered late, like a slow link: a secret
+        # changed during the delay is not in this answer. Recorded once decided, so a test that
+        # sees the request in ``requests`` knows which answer it will get.
+        with self._lock:
+            self.requests.append(request)
+        if self.delay > 0 and self._stopping.wait(self.delay):
+            return 503, _error(503, "shutting down")
+        return answer
 
     def _take_failure(self, endpoint: Endpoint | None) -> int | None:
         for failure in self._failures:
@@ -277,7 +283,7 @@ class FakeInfisical:
             return 404, _error(404, f"Project with ID '{project}' not found")
         if self.deny_read:
             return 403, _error(403, "You are not allowed to readValue on secrets")
-        name, folder = request.path[len(SECRETS_PREFIX):], _folder(request.query.get("secretPath", "/"))
+        name, folder = request.path[len(SECRETS_PREFIX) :], _folder(request.query.get("secretPath", "/"))
         with self._lock:
             folder_exists = (environment, folder) in self._folders
             value = self._secrets.get((environment, folder, name))
@@ -390,5 +396,4 @@ def _error(status: int, message: str) -> dict[str, Any]:
 
 def _folder(path: str) -> str:
     # Infisical trims a trailing slash from secretPath.
-    path = "/" + path.strip().strip("/")
-    return path
+    return "/" + path.strip().strip("/")

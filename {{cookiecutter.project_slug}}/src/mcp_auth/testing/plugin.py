@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-
 from mcp_auth.testing.cloudflare import FakeCloudflareAccess
 from mcp_auth.testing.database import *  # noqa: F403  (database_url, sqlite_url)
 

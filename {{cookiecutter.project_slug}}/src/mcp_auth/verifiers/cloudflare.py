@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 
 import jwt
-
 from mcp_auth.errors import AuthenticationFailed
 from mcp_auth.identity import Identity
 from mcp_auth.verifiers.jwks import JwksCache

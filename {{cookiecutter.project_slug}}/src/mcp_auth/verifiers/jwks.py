@@ -16,7 +16,6 @@ from collections.abc import Callable
 
 import httpx
 import jwt
-
 from mcp_auth.errors import ServiceUnavailable
 
 logger = logging.getLogger("mcp_auth.jwks")

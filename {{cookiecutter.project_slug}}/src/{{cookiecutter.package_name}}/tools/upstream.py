@@ -10,10 +10,10 @@ import os
 from typing import Any
 
 import httpx
+import mcp_auth
 from fastmcp import FastMCP
 from fastmcp.exceptions import ToolError
 
-import mcp_auth
 from {{ cookiecutter.package_name }}.project import UPSTREAM_BASE_URL
 
 TIMEOUT = httpx.Timeout(10.0, connect=3.0)
@@ -33,17 +33,14 @@ async def upstream_get(path: str) -> Any:
     url = base_url() + path
     try:
         async with httpx.AsyncClient(timeout=TIMEOUT, follow_redirects=False) as client:
-            response = await client.get(
-                url, headers={"Authorization": f"Bearer {token}", "Accept": "application/json"}
-            )
+            response = await client.get(url, headers={"Authorization": f"Bearer {token}", "Accept": "application/json"})
     except httpx.TimeoutException:
         raise ToolError(f"upstream API timed out ({base_url()})") from None
     except httpx.HTTPError as exc:
         raise ToolError(f"upstream API unreachable ({base_url()}): {type(exc).__name__}") from None
     if response.status_code in (401, 403):
         raise ToolError(
-            f"upstream API rejected the service token (HTTP {response.status_code}); "
-            "check the stored {{ cookiecutter.service_name }} token"
+            f"upstream API rejected the service token (HTTP {response.status_code}); check the stored {{ cookiecutter.service_name }} token"
         )
     if response.status_code >= 400:
         raise ToolError(f"upstream API error: HTTP {response.status_code} for {path}")

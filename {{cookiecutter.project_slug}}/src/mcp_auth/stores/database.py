@@ -1,0 +1,381 @@
+"""Phase 2: tokens encrypted with AES-256-GCM in PostgreSQL (SQLite for local development).
+
+Every write commits together with its audit row. Key rotation re-encrypts every row in one
+transaction (all or nothing) and is set-based on PostgreSQL: the new ciphertexts are COPYed into a
+temporary table and applied with a single UPDATE ... FROM. Writers and rotations exclude each
+other (PostgreSQL advisory lock, shared for writers; SQLite serializes writers anyway), and a
+writer refuses a current key that a rotation retired, so no replica can write a row under a key
+the rotated fleet no longer has.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import anyio.to_thread
+from sqlalchemy import BigInteger, Column, LargeBinary, MetaData, Table, bindparam, delete, func, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Row
+
+from mcp_auth.audit import Action, AuditEvent, Result, append
+from mcp_auth.crypto import Envelope, Keyring, parse_key
+from mcp_auth.db import Database
+from mcp_auth.errors import ConfigError, DecryptionError, McpAuthError, ServiceUnavailable
+from mcp_auth.models import retired_encryption_keys as retired
+from mcp_auth.models import tokens
+from mcp_auth.stores.base import DEFAULT_KEY
+
+if TYPE_CHECKING:
+    from mcp_auth.config import McpAuthSettings
+
+T = TypeVar("T")
+Progress = Callable[[int, int], None]
+"""``progress(done, total)``, called from a worker thread while a rotation re-encrypts."""
+
+# pg_advisory_xact_lock key: writers take it shared, rotations exclusive ("mcp_tokn").
+TOKENS_LOCK = 0x6D63705F746F6B6E
+ROTATION_SERVICE = "*"
+"""``service_id`` of a rotation's audit row: a rotation covers every service."""
+
+_PROGRESS_EVERY = 500
+
+_rotation_scratch = Table(
+    "mcp_auth_rotation",
+    MetaData(),
+    Column("id", BigInteger, primary_key=True),
+    Column("ciphertext", LargeBinary, nullable=False),
+    Column("nonce", LargeBinary, nullable=False),
+    prefixes=["TEMPORARY"],
+    postgresql_on_commit="DROP",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class TokenInfo:
+    """What ``tokens list`` shows: never the value."""
+
+    service: str
+    key: str
+    key_id: str
+    created_at: datetime
+    updated_at: datetime
+
+
+def _insert(conn: Connection, table: Table) -> Any:
+    """The dialect's INSERT (both spell ON CONFLICT the same way)."""
+    return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
+
+
+def _envelope(row: Row[Any]) -> Envelope:
+    return Envelope(row.key_id, bytes(row.nonce), bytes(row.ciphertext))
+
+
+def _select_token(conn: Connection, service: str, key: str) -> Row[Any] | None:
+    query = select(tokens.c.ciphertext, tokens.c.nonce, tokens.c.key_id).where(
+        tokens.c.service_id == service, tokens.c.key == key
+    )
+    return conn.execute(query).first()
+
+
+class DatabaseTokenStore:
+    """TokenStore over the ``tokens`` table; ``actor`` is who audit rows of writes name."""
+
+    name = "postgres"
+
+    def __init__(
+        self,
+        database: Database,
+        keyring: Keyring,
+        *,
+        actor: str,
+        service_name: str | None = None,
+        owns_database: bool = False,
+    ) -> None:
+        self.database = database
+        self.actor = actor
+        self._keyring = keyring
+        self._service_name = service_name
+        self._owns_database = owns_database
+        # In-process writers wait for a rotation to finish *and* swap the keyring, so they
+        # encrypt under the new key instead of failing on the retired one.
+        self._write_lock = threading.Lock()
+
+    @classmethod
+    def from_settings(
+        cls, settings: McpAuthSettings, database: Database | None = None, *, actor: str | None = None
+    ) -> DatabaseTokenStore:
+        keyring = Keyring.from_settings(settings)
+        owns = database is None
+        return cls(
+            database if database is not None else Database.from_settings(settings),
+            keyring,
+            actor=actor or settings.operator,
+            service_name=settings.service_name,
+            owns_database=owns,
+        )
+
+    @property
+    def keyring(self) -> Keyring:
+        return self._keyring
+
+    # ----- reads ---------------------------------------------------------------------------
+
+    async def get(self, service: str, key: str) -> str | None:
+        row = await self.database.run(functools.partial(_select_token, service=service, key=key), autocommit=True)
+        return None if row is None else self._keyring.decrypt(service, key, _envelope(row))
+
+    async def get_audited(self, service: str, key: str, user_email: str | None = None) -> str | None:
+        """``get`` plus its ``get_token`` audit row, in one round trip to a worker thread.
+
+        The failure row (not found, undecryptable) is committed before the error is raised.
+        """
+        event = functools.partial(AuditEvent, "get_token", service, key, user_email or self.actor)
+
+        def work(conn: Connection) -> tuple[str | None, DecryptionError | None]:
+            row = _select_token(conn, service, key)
+            if row is None:
+                append(conn, event("failure", "not found"))
+                return None, None
+            try:
+                value = self._keyring.decrypt(service, key, _envelope(row))
+            except DecryptionError as exc:
+                append(conn, event("failure", exc.message))
+                return None, exc
+            append(conn, event("success"))
+            return value, None
+
+        value, error = await self.database.run(work, autocommit=True)
+        if error is not None:
+            raise error
+        return value
+
+    async def list(self, service: str | None = None) -> list[TokenInfo]:
+        def work(conn: Connection) -> list[TokenInfo]:
+            query = select(
+                tokens.c.service_id, tokens.c.key, tokens.c.key_id, tokens.c.created_at, tokens.c.updated_at
+            ).order_by(tokens.c.service_id, tokens.c.key)
+            if service is not None:
+                query = query.where(tokens.c.service_id == service)
+            return [TokenInfo(*row) for row in conn.execute(query)]
+
+        return await self.database.run(work, autocommit=True)
+
+    async def check(self) -> None:
+        """Readiness: the database answers and the default token is stored and decrypts."""
+        if self._service_name is None:
+            await self.database.check()
+            return
+        service = self._service_name
+        row = await self.database.run(
+            functools.partial(_select_token, service=service, key=DEFAULT_KEY), autocommit=True
+        )
+        if row is None:
+            slug = self.database.slug
+            raise ServiceUnavailable(
+                f"no token stored for {service}/{DEFAULT_KEY} (run '{slug} tokens set {service} "
+                f"{DEFAULT_KEY}' or '{slug} tokens import-env')"
+            )
+        try:
+            self._keyring.decrypt(service, DEFAULT_KEY, _envelope(row))
+        except DecryptionError as exc:
+            raise ServiceUnavailable(exc.message) from None
+
+    # ----- writes --------------------------------------------------------------------------
+
+    async def set(self, service: str, key: str, value: str) -> None:
+        await self._write_value("set_token", service, key, value)
+
+    async def import_token(self, service: str, key: str, value: str) -> None:
+        """``set`` audited as ``import_env`` (the env store's token moving into the database)."""
+        await self._write_value("import_env", service, key, value)
+
+    async def delete(self, service: str, key: str) -> bool:
+        def work(conn: Connection) -> tuple[Result, str | None, bool]:
+            self._lock_for_write(conn)
+            result = conn.execute(delete(tokens).where(tokens.c.service_id == service, tokens.c.key == key))
+            return ("success", None, True) if result.rowcount else ("failure", "not found", False)
+
+        return await self._audited("delete_token", service, key, work)
+
+    async def _write_value(self, action: Action, service: str, key: str, value: str) -> None:
+        if not service or not key:
+            raise ValueError("service and key must not be empty")
+        if not value:
+            raise ValueError("the token value is empty")
+
+        def work(conn: Connection) -> tuple[Result, str | None, None]:
+            self._lock_for_write(conn)
+            envelope = self._keyring.encrypt(service, key, value)
+            now = datetime.now(UTC)
+            stmt = _insert(conn, tokens).values(
+                service_id=service, key=key, ciphertext=envelope.ciphertext, nonce=envelope.nonce,
+                key_id=envelope.key_id, created_at=now, updated_at=now,
+            )
+            stmt = stmt.on_conflict_do_update(
+                index_elements=[tokens.c.service_id, tokens.c.key],
+                set_={
+                    "ciphertext": stmt.excluded.ciphertext,
+                    "nonce": stmt.excluded.nonce,
+                    "key_id": stmt.excluded.key_id,
+                    "updated_at": stmt.excluded.updated_at,
+                },
+            )
+            conn.execute(stmt)
+            return "success", None, None
+
+        await self._audited(action, service, key, work)
+
+    def _lock_for_write(self, conn: Connection) -> None:
+        if conn.dialect.name == "postgresql":
+            conn.execute(select(func.pg_advisory_xact_lock_shared(TOKENS_LOCK)))
+        current = self._keyring.current_id
+        if conn.execute(select(retired.c.key_id).where(retired.c.key_id == current)).first():
+            raise ConfigError(
+                f"MCP_AUTH_ENCRYPTION_KEY (key id {current}) was retired by a key rotation: set it to "
+                "the new key (keep old keys only in MCP_AUTH_PREVIOUS_KEYS); nothing was written"
+            )
+
+    async def _audited(
+        self,
+        action: Action,
+        service: str,
+        key: str | None,
+        work: Callable[[Connection], tuple[Result, str | None, T]],
+        *,
+        new_keyring: Keyring | None = None,
+    ) -> T:
+        """Run a write and its audit row in one transaction; a refused write is audited too."""
+
+        def tx(conn: Connection) -> T:
+            result, detail, value = work(conn)
+            append(conn, AuditEvent(action, service, key, self.actor, result, detail))
+            return value
+
+        def locked() -> T:
+            with self._write_lock:
+                value = self.database.run_sync(tx)
+                if new_keyring is not None:
+                    self._keyring = new_keyring
+                return value
+
+        try:
+            return await anyio.to_thread.run_sync(locked)
+        except ServiceUnavailable:
+            raise  # the database cannot take the failure row either
+        except McpAuthError as exc:
+            failure = AuditEvent(action, service, key, self.actor, "failure", exc.message)
+            await self.database.run(functools.partial(append, event=failure))
+            raise
+
+    # ----- rotation ------------------------------------------------------------------------
+
+    async def rotate_key(self, old_key: str, new_key: str, *, progress: Progress | None = None) -> int:
+        """Re-encrypt every token written under ``old_key`` with ``new_key`` (base64 keys).
+
+        All or nothing: a row that neither key opens aborts the rotation. Rows already under
+        ``new_key`` are left as they are, so re-running after a partial roll-out is safe.
+        Returns the number of rows re-encrypted.
+        """
+        slug = self.database.slug
+        old = parse_key(old_key, name="the old key", slug=slug)
+        new = parse_key(new_key, name="the new key", slug=slug)
+        source = Keyring(old)
+        return await self._rotate(
+            source, Keyring(new), f"the old key (key id {source.current_id})", progress,
+            new_keyring=self._keyring.rotated_to(new),
+        )
+
+    async def rotate_to_current(self, *, progress: Progress | None = None) -> int:
+        """Re-encrypt rows written under MCP_AUTH_PREVIOUS_KEYS with MCP_AUTH_ENCRYPTION_KEY."""
+        keyring = self._keyring
+        return await self._rotate(
+            keyring, keyring, "MCP_AUTH_ENCRYPTION_KEY or in MCP_AUTH_PREVIOUS_KEYS", progress, new_keyring=None
+        )
+
+    async def _rotate(
+        self,
+        source: Keyring,
+        target: Keyring,
+        expected: str,
+        progress: Progress | None,
+        *,
+        new_keyring: Keyring | None,
+    ) -> int:
+        target_id = target.current_id
+        retire = [kid for kid in source.ids if kid != target_id]
+
+        def work(conn: Connection) -> tuple[Result, str | None, int]:
+            if conn.dialect.name == "postgresql":
+                conn.execute(select(func.pg_advisory_xact_lock(TOKENS_LOCK)))
+            rows = conn.execute(
+                select(tokens.c.id, tokens.c.service_id, tokens.c.key, tokens.c.ciphertext, tokens.c.nonce,
+                       tokens.c.key_id).where(tokens.c.key_id != target_id)
+            ).all()
+            updates = []
+            for done, row in enumerate(rows, 1):
+                if row.key_id not in source:
+                    raise DecryptionError(
+                        f"rotation aborted, nothing was re-encrypted: token {row.service_id}/{row.key} was "
+                        f"encrypted with key id {row.key_id}, which is not {expected}"
+                    )
+                try:
+                    plaintext = source.decrypt(row.service_id, row.key, _envelope(row))
+                except DecryptionError as exc:
+                    raise DecryptionError(f"rotation aborted, nothing was re-encrypted: {exc.message}") from None
+                envelope = target.encrypt(row.service_id, row.key, plaintext)
+                updates.append({"id": row.id, "ciphertext": envelope.ciphertext, "nonce": envelope.nonce})
+                if progress is not None and (done % _PROGRESS_EVERY == 0 or done == len(rows)):
+                    progress(done, len(rows))
+            if progress is not None and not rows:
+                progress(0, 0)
+            _apply(conn, updates, target_id)
+            if retire:
+                conn.execute(
+                    _insert(conn, retired).values([{"key_id": kid} for kid in retire]).on_conflict_do_nothing()
+                )
+            conn.execute(delete(retired).where(retired.c.key_id == target_id))
+            return "success", f"re-encrypted {len(updates)} tokens under key id {target_id}", len(updates)
+
+        return await self._audited("rotate_key", ROTATION_SERVICE, None, work, new_keyring=new_keyring)
+
+    async def close(self) -> None:
+        if self._owns_database:
+            self.database.close()
+
+
+def _apply(conn: Connection, updates: list[dict[str, Any]], key_id: str) -> None:
+    """Write the re-encrypted rows: COPY + one UPDATE on PostgreSQL, executemany on SQLite."""
+    if not updates:
+        return
+    if conn.dialect.name != "postgresql":
+        stmt = (
+            tokens.update()
+            .where(tokens.c.id == bindparam("row_id"))
+            .values(ciphertext=bindparam("new_ciphertext"), nonce=bindparam("new_nonce"), key_id=key_id)
+        )
+        conn.execute(
+            stmt,
+            [{"row_id": u["id"], "new_ciphertext": u["ciphertext"], "new_nonce": u["nonce"]} for u in updates],
+        )
+        return
+    _rotation_scratch.create(conn)
+    driver = conn.connection.driver_connection
+    assert driver is not None
+    with driver.cursor() as cursor:  # type: ignore[attr-defined]
+        with cursor.copy("COPY mcp_auth_rotation (id, ciphertext, nonce) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(["int8", "bytea", "bytea"])
+            for update in updates:
+                copy.write_row((update["id"], update["ciphertext"], update["nonce"]))
+    scratch = _rotation_scratch.c
+    result = conn.execute(
+        tokens.update()
+        .where(tokens.c.id == scratch.id)
+        .values(ciphertext=scratch.ciphertext, nonce=scratch.nonce, key_id=key_id)
+    )
+    if result.rowcount != len(updates):  # writers are locked out, so this is a bug, not a race
+        raise RuntimeError(f"rotation updated {result.rowcount} of {len(updates)} tokens")

@@ -1,0 +1,91 @@
+"""The example tools through the real app: identity, upstream calls with the service token."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from fastmcp.exceptions import ToolError
+from mcp_auth.config import load_settings
+from mcp_auth.testing.clients import mcp_client, running
+from mcp_auth.testing.loopback import LoopbackServer
+from mcp_auth.testing.settings import DEMO_BEARER
+
+from {{ cookiecutter.package_name }}.app import create_app
+from {{ cookiecutter.package_name }}.project import PROJECT
+
+UPSTREAM_TOKEN = "upstream-token-for-tests-0001"
+AUTH = {"Authorization": f"Bearer {DEMO_BEARER}"}
+
+
+def app_for(**env: str):
+    base = {
+        "MCP_AUTH_MODE": "bearer",
+        "MCP_TOKEN_STORE": "env",
+        "MCP_BEARER_TOKENS": f"ci-bot={DEMO_BEARER}",
+        PROJECT.service_token_env: UPSTREAM_TOKEN,
+    }
+    return create_app(load_settings(PROJECT, environ={**base, **env}))
+
+
+@pytest.fixture
+def upstream(monkeypatch: pytest.MonkeyPatch):
+    """A loopback upstream API that records the Authorization header it was sent."""
+    seen: list[dict[str, str]] = []
+
+    def handle(method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, Any]:
+        seen.append(headers)
+        if path == "/whoami":
+            return 200, {"name": "upstream-user"}
+        if path == "/denied":
+            return 403, {"message": "forbidden"}
+        return 404, {"message": "no such path"}
+
+    server = LoopbackServer(handle).start()
+    monkeypatch.setenv("UPSTREAM_BASE_URL", server.url)
+    yield seen
+    server.stop()
+
+
+async def test_whoami_returns_identity_without_secrets() -> None:
+    app = app_for()
+    async with running(app), mcp_client(app, AUTH) as client:
+        result = await client.call_tool("whoami", {})
+    assert result.data == {"identity": "ci-bot", "auth_method": "bearer", "email": None}
+    assert UPSTREAM_TOKEN not in json.dumps(result.structured_content)
+
+
+async def test_upstream_call_sends_the_service_token_not_the_callers(upstream: list[dict[str, str]]) -> None:
+    app = app_for()
+    async with running(app), mcp_client(app, AUTH) as client:
+        result = await client.call_tool("upstream_get", {"path": "/whoami"})
+    assert result.structured_content == {"name": "upstream-user"} or result.data == {"name": "upstream-user"}
+    assert upstream[-1]["authorization"] == f"Bearer {UPSTREAM_TOKEN}"
+
+
+async def test_upstream_errors_become_clear_tool_errors(upstream: list[dict[str, str]]) -> None:
+    app = app_for()
+    async with running(app), mcp_client(app, AUTH) as client:
+        with pytest.raises(ToolError, match="rejected the service token"):
+            await client.call_tool("upstream_get", {"path": "/denied"})
+        with pytest.raises(ToolError, match="HTTP 404"):
+            await client.call_tool("upstream_get", {"path": "/missing"})
+        with pytest.raises(ToolError, match="starting with a single '/'"):
+            await client.call_tool("upstream_get", {"path": "//evil.example.com/x"})
+
+
+async def test_unreachable_upstream_is_a_tool_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("UPSTREAM_BASE_URL", "http://127.0.0.1:9")
+    app = app_for()
+    async with running(app), mcp_client(app, AUTH) as client:
+        with pytest.raises(ToolError, match="unreachable") as caught:
+            await client.call_tool("upstream_get", {"path": "/whoami"})
+    assert UPSTREAM_TOKEN not in str(caught.value)
+
+
+async def test_baked_defaults_are_the_env_defaults() -> None:
+    settings = load_settings(PROJECT, environ={})
+    assert settings.auth_mode == "both"
+    assert settings.token_store == "env"
+    assert settings.port == 8080
