@@ -25,10 +25,6 @@ TZ = sa.DateTime(timezone=True)
 
 # pg_advisory_xact_lock key of the audit chain: 0x6D63705F61756469, "mcp_audi".
 _PG_FUNCTIONS = """
-CREATE FUNCTION mcp_auth_hex(value text) RETURNS text
-    LANGUAGE sql IMMUTABLE PARALLEL SAFE
-    AS $$ SELECT COALESCE(encode(convert_to(value, 'UTF8'), 'hex'), '-') $$;
-
 CREATE FUNCTION mcp_auth_audit_chain() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     head_id bigint;
@@ -42,16 +38,17 @@ BEGIN
     SELECT a.id, a.hash INTO head_id, head_hash FROM audit_log a ORDER BY a.id DESC LIMIT 1;
     NEW.id := COALESCE(head_id, 0) + 1;
     NEW.prev_hash := COALESCE(head_hash, repeat('0', 64));
+    -- Inline expressions rather than a helper function: one cached plan, no per-field call cost.
     NEW.hash := encode(sha256(convert_to(concat_ws('.',
-        mcp_auth_hex(NEW.prev_hash),
-        mcp_auth_hex(NEW.id::text),
-        mcp_auth_hex(to_char(NEW.at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US')),
-        mcp_auth_hex(NEW.service_id),
-        mcp_auth_hex(NEW.action),
-        mcp_auth_hex(NEW.token_key),
-        mcp_auth_hex(NEW.user_email),
-        mcp_auth_hex(NEW.result),
-        mcp_auth_hex(NEW.detail)), 'UTF8')), 'hex');
+        encode(convert_to(NEW.prev_hash, 'UTF8'), 'hex'),
+        encode(convert_to(NEW.id::text, 'UTF8'), 'hex'),
+        encode(convert_to(to_char(NEW.at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US'), 'UTF8'), 'hex'),
+        encode(convert_to(NEW.service_id, 'UTF8'), 'hex'),
+        encode(convert_to(NEW.action, 'UTF8'), 'hex'),
+        COALESCE(encode(convert_to(NEW.token_key, 'UTF8'), 'hex'), '-'),
+        encode(convert_to(NEW.user_email, 'UTF8'), 'hex'),
+        encode(convert_to(NEW.result, 'UTF8'), 'hex'),
+        COALESCE(encode(convert_to(NEW.detail, 'UTF8'), 'hex'), '-')), 'UTF8')), 'hex');
     RETURN NEW;
 END
 $$;
@@ -145,4 +142,3 @@ def downgrade() -> None:
     op.drop_table("tokens")
     if op.get_bind().dialect.name == "postgresql":
         op.execute("DROP FUNCTION mcp_auth_audit_chain(); DROP FUNCTION mcp_auth_audit_append_only();")
-        op.execute("DROP FUNCTION mcp_auth_hex(text);")

@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import or_, select, update
 from sqlalchemy.engine import Connection, Row
 
-from mcp_auth.db import Database
+from mcp_auth.db import Database, as_utc
 from mcp_auth.errors import AuthenticationFailed
 from mcp_auth.models import api_keys
 
@@ -37,10 +37,7 @@ def hash_key(key: str) -> str:
 
 
 def _utc(value: datetime | None) -> datetime | None:
-    # SQLite returns naive datetimes; mcp_auth only ever stores UTC.
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=UTC)
+    return None if value is None else as_utc(value)
 
 
 def valid_email(email: str) -> bool:
@@ -66,7 +63,7 @@ class ApiKeyInfo:
             id=row.id,
             prefix=row.prefix,
             email=row.email,
-            created_at=_utc(row.created_at) or row.created_at,
+            created_at=as_utc(row.created_at),
             last_used_at=_utc(row.last_used_at),
             expires_at=_utc(row.expires_at),
             revoked_at=_utc(row.revoked_at),

@@ -21,13 +21,13 @@ from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Literal, NamedTuple, Protocol
 
-from sqlalchemy import select
-from sqlalchemy.engine import Connection
-
-from mcp_auth.models import audit_log
-
 if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
+
     from mcp_auth.db import Database
+
+# SQLAlchemy is imported inside the database functions: deployments without a database
+# (env / Infisical stores, LogAuditSink) never load it.
 
 Action = Literal["get_token", "set_token", "delete_token", "rotate_key", "import_env"]
 Result = Literal["success", "failure"]
@@ -66,12 +66,12 @@ class DatabaseAuditSink:
     """Audit events as rows of ``audit_log``; committed (visible) before ``record`` returns."""
 
     def __init__(self, database: Database) -> None:
-        self._database = database
+        self.database = database
 
     async def record(self, event: AuditEvent) -> None:
         # On PostgreSQL this is a single INSERT (the trigger does the chaining), so it runs
         # without BEGIN/COMMIT round trips.
-        await self._database.run(functools.partial(append, event=event), autocommit=True)
+        await self.database.run(functools.partial(append, event=event), autocommit=True)
 
 
 def build_audit_sink(database: Database | None) -> AuditSink:
@@ -83,9 +83,8 @@ def build_audit_sink(database: Database | None) -> AuditSink:
 
 def _utc_text(at: datetime) -> str:
     # SQLite hands back naive datetimes; everything mcp_auth writes is UTC.
-    if at.tzinfo is None:
-        at = at.replace(tzinfo=UTC)
-    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")
+    at = at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+    return at.strftime("%Y-%m-%dT%H:%M:%S.%f")
 
 
 def chain_hash(
@@ -120,14 +119,20 @@ def append(conn: Connection, event: AuditEvent) -> None:
     Token writes call this in their own transaction, so the change and its audit row commit
     (or roll back) together.
     """
+    from sqlalchemy import select
+
+    from mcp_auth.models import audit_log
+
+    at = event.at.astimezone(UTC)  # SQLite stores the wall-clock text, so it must be UTC
+    detail = _clip(event.detail)
     values: dict[str, object] = {
-        "at": event.at,
+        "at": at,
         "service_id": event.service_id,
         "action": event.action,
         "token_key": event.token_key,
         "user_email": event.user_email,
         "result": event.result,
-        "detail": _clip(event.detail),
+        "detail": detail,
     }
     if conn.dialect.name == "postgresql":
         conn.execute(audit_log.insert(), values)  # the chain trigger fills id, prev_hash, hash
@@ -138,8 +143,8 @@ def append(conn: Connection, event: AuditEvent) -> None:
     row_id = head.id + 1 if head else 1
     prev_hash = head.hash if head else GENESIS_HASH
     digest = chain_hash(
-        prev_hash, row_id, event.at, event.service_id, event.action, event.token_key, event.user_email,
-        event.result, _clip(event.detail),
+        prev_hash, row_id, at, event.service_id, event.action, event.token_key, event.user_email,
+        event.result, detail,
     )
     conn.execute(audit_log.insert(), {**values, "id": row_id, "prev_hash": prev_hash, "hash": digest})
 
@@ -150,6 +155,10 @@ class ChainCheck(NamedTuple):
 
 
 def _verify(conn: Connection) -> ChainCheck:
+    from sqlalchemy import select
+
+    from mcp_auth.models import audit_log
+
     expected_prev = GENESIS_HASH
     rows = conn.execution_options(yield_per=1000).execute(select(audit_log).order_by(audit_log.c.id))
     for row in rows:
@@ -182,12 +191,17 @@ class AuditRecord:
 
 async def list_events(database: Database, *, limit: int = 50, service: str | None = None) -> list[AuditRecord]:
     """The newest ``limit`` rows (optionally of one service), oldest first."""
+    from sqlalchemy import select
+
+    from mcp_auth.db import as_utc
+    from mcp_auth.models import audit_log
 
     def work(conn: Connection) -> list[AuditRecord]:
         columns = [audit_log.c[column.name] for column in fields(AuditRecord)]
         query = select(*columns).order_by(audit_log.c.id.desc()).limit(limit)
         if service is not None:
             query = query.where(audit_log.c.service_id == service)
-        return [AuditRecord(*row) for row in reversed(conn.execute(query).all())]
+        rows = reversed(conn.execute(query).all())
+        return [AuditRecord(row[0], as_utc(row[1]), *row[2:]) for row in rows]
 
     return await database.run(work, autocommit=True)

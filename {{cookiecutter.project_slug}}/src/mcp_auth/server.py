@@ -51,7 +51,7 @@ def build_http_app(mcp: FastMCP, runtime: Runtime) -> Starlette:
         json_response=True,
         middleware=[
             Middleware(
-                McpAuthMiddleware,  # type: ignore[arg-type]
+                McpAuthMiddleware,
                 authenticator=runtime.authenticator,
                 tokens=runtime.tokens,
             )

@@ -451,8 +451,8 @@ async def test_invalidate_during_a_fetch_does_not_cache_the_old_value(
     store.invalidate()
     fake.delay = 0.1
     in_flight = asyncio.ensure_future(store.get("coda", "default"))
-    while fake.read_count < 2:  # the read has arrived; its answer (the old value) is on its way
-        await asyncio.sleep(0.005)
+    # Once the read has arrived its answer (the old value) is decided, just delivered late.
+    assert await asyncio.to_thread(fake.wait_for, "read", 2)
     fake.set_secret(NAME, "rotated-value")
     store.invalidate()
 

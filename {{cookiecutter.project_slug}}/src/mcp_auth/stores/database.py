@@ -24,7 +24,7 @@ from sqlalchemy.engine import Connection, Row
 
 from mcp_auth.audit import Action, AuditEvent, Result, append
 from mcp_auth.crypto import Envelope, Keyring, parse_key
-from mcp_auth.db import Database
+from mcp_auth.db import Database, as_utc
 from mcp_auth.errors import ConfigError, DecryptionError, McpAuthError, ServiceUnavailable
 from mcp_auth.models import retired_encryption_keys as retired
 from mcp_auth.models import tokens
@@ -161,7 +161,7 @@ class DatabaseTokenStore:
             ).order_by(tokens.c.service_id, tokens.c.key)
             if service is not None:
                 query = query.where(tokens.c.service_id == service)
-            return [TokenInfo(*row) for row in conn.execute(query)]
+            return [TokenInfo(*row[:3], as_utc(row[3]), as_utc(row[4])) for row in conn.execute(query)]
 
         return await self.database.run(work, autocommit=True)
 

@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
+import httpx2  # the MCP SDK's HTTP client library (httpx's successor), used by its transports
 from fastmcp import Client
 from fastmcp.client.transports import StreamableHttpTransport
 from starlette.applications import Starlette
@@ -27,12 +28,17 @@ def mcp_client(app: Starlette, headers: dict[str, str] | None = None) -> Client[
 
     def factory(
         headers: dict[str, str] | None = None,
-        timeout: httpx.Timeout | None = None,
-        auth: httpx.Auth | None = None,
-        **_: Any,
-    ) -> httpx.AsyncClient:
-        return httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url=BASE, headers=headers, timeout=timeout, auth=auth
+        timeout: httpx2.Timeout | None = None,
+        auth: httpx2.Auth | None = None,
+        **options: Any,  # the SDK also passes e.g. follow_redirects
+    ) -> httpx2.AsyncClient:
+        return httpx2.AsyncClient(
+            transport=httpx2.ASGITransport(app=app),
+            base_url=BASE,
+            headers=headers,
+            timeout=timeout,
+            auth=auth,
+            **options,
         )
 
     transport = StreamableHttpTransport(f"{BASE}/mcp", headers=headers or {}, httpx_client_factory=factory)

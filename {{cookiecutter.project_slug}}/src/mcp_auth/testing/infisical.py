@@ -108,6 +108,7 @@ class FakeInfisical:
         self._tokens: dict[str, float | None] = {}  # token -> expiry (monotonic) or None
         self._failures: list[_Failure] = []
         self._lock = threading.Lock()
+        self._recorded = threading.Condition(self._lock)
         self._stopping = threading.Event()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -204,6 +205,14 @@ class FakeInfisical:
     def read_count(self) -> int:
         return self.count("read")
 
+    def wait_for(self, endpoint: Endpoint, count: int, timeout: float = 5.0) -> bool:
+        """Block until ``count`` requests to ``endpoint`` have been answered-to (their answer is
+        decided, possibly still delayed). From async tests: ``await asyncio.to_thread(...)``."""
+        with self._recorded:
+            return self._recorded.wait_for(
+                lambda: sum(1 for r in self.requests if r.endpoint == endpoint) >= count, timeout
+            )
+
     def reset_counts(self) -> None:
         with self._lock:
             self.requests.clear()
@@ -225,8 +234,9 @@ class FakeInfisical:
         # The answer is decided on arrival and delivered late, like a slow link: a secret
         # changed during the delay is not in this answer. Recorded once decided, so a test that
         # sees the request in ``requests`` knows which answer it will get.
-        with self._lock:
+        with self._recorded:
             self.requests.append(request)
+            self._recorded.notify_all()
         if self.delay > 0 and self._stopping.wait(self.delay):
             return 503, _error(503, "shutting down")
         return answer

@@ -1,0 +1,162 @@
+"""The update story, end to end and offline: cruft create -> user work -> template v2 -> cruft update.
+
+The template is copied into a throw-away git repository (cruft clones templates with git), so the
+test controls exactly what v1 and v2 are. Nothing is installed; the generated suite after an
+update is run elsewhere. cruft runs in-process (its CLI spends seconds importing per call); git,
+which cruft also calls, runs without the user's global config (no signing, hooks or templates)
+and with a fixed identity.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+import cruft
+
+from helpers_deploy import TEMPLATE_DIR, run
+
+TEMPLATE_PARTS = ["cookiecutter.json", "hooks", "{{cookiecutter.project_slug}}"]
+IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", ".venv", ".mypy_cache", ".ruff_cache",
+                                ".pytest_cache", ".env")
+SLUG = "coda-mcp"
+PACKAGE = "coda_mcp"
+USER_TOOL = f"src/{PACKAGE}/tools/release_notes.py"
+USER_TOOL_TEXT = '"""A tool the user wrote after generating the project."""\n\n\nasync def release_notes() -> str:\n    return "v1"\n'
+HEALTHCHECK = re.compile(r"--interval=\d+s")
+
+
+@pytest.fixture
+def git_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Set for this process too: cruft runs git in subprocesses that inherit os.environ."""
+    home = tmp_path / "home"
+    home.mkdir()
+    for name in [k for k in os.environ if k.startswith("GIT_")]:
+        monkeypatch.delenv(name)
+    values = {
+        "HOME": str(home),
+        "GIT_CONFIG_GLOBAL": os.devnull,
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_AUTHOR_NAME": "Template Test", "GIT_AUTHOR_EMAIL": "test@example.com",
+        "GIT_COMMITTER_NAME": "Template Test", "GIT_COMMITTER_EMAIL": "test@example.com",
+    }
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    return dict(os.environ)
+
+
+class Repo:
+    def __init__(self, path: Path, env: dict[str, str]) -> None:
+        self.path = path
+        self.env = env
+
+    def git(self, *args: str) -> str:
+        result = run(["git", *args], cwd=self.path, env=self.env)
+        assert result.returncode == 0, f"git {' '.join(args)}: {result.stderr}"
+        return result.stdout.strip()
+
+    def commit_all(self, message: str) -> str:
+        self.git("add", "-A")
+        self.git("commit", "--quiet", "--no-verify", "-m", message)
+        return self.git("rev-parse", "HEAD")
+
+    def edit(self, relative: str, old: str | re.Pattern[str], new: str) -> None:
+        path = self.path / relative
+        text = path.read_text()
+        changed = old.sub(new, text, count=1) if isinstance(old, re.Pattern) else text.replace(old, new, 1)
+        assert changed != text, f"{relative}: nothing to change ({old!r})"
+        path.write_text(changed)
+
+
+def init_repo(path: Path, env: dict[str, str]) -> Repo:
+    repo = Repo(path, env)
+    repo.git("init", "--quiet", "--initial-branch=main")
+    return repo
+
+
+@pytest.fixture
+def template(tmp_path: Path, git_env: dict[str, str]) -> Repo:
+    """This checkout's template at commit "v1", in its own git repository."""
+    path = tmp_path / "template"
+    path.mkdir()
+    for part in TEMPLATE_PARTS:
+        source = TEMPLATE_DIR / part
+        if source.is_dir():
+            shutil.copytree(source, path / part, ignore=IGNORE)
+        elif source.exists():
+            shutil.copy2(source, path / part)
+    repo = init_repo(path, git_env)
+    repo.commit_all("v1")
+    return repo
+
+
+def cruft_create(template: Repo, out: Path) -> Repo:
+    project_dir = cruft.create(str(template.path), output_dir=out, no_input=True)
+    assert project_dir == out / SLUG
+    project = init_repo(project_dir, template.env)
+    project.commit_all("generated")
+    return project
+
+
+def cruft_update(project: Repo) -> None:
+    assert cruft.update(project.path, skip_apply_ask=True), "cruft update refused"
+
+
+def merge_check(project: Repo) -> tuple[int, str]:
+    result = run([sys.executable, "scripts/check_template_merge.py"], cwd=project.path, env=project.env)
+    return result.returncode, result.stdout + result.stderr
+
+
+def template_v2(template: Repo) -> str:
+    """The template moves on: a change to the shared module, a new module file, a Dockerfile fix."""
+    root = "{{cookiecutter.project_slug}}"
+    template.edit(f"{root}/src/mcp_auth/__init__.py", '"""', '"""Template v2.\n\n', )
+    (template.path / root / "src/mcp_auth/v2_feature.py").write_text('FEATURE = "added in v2"\n')
+    template.edit(f"{root}/Dockerfile", HEALTHCHECK, "--interval=20s")
+    return template.commit_all("v2")
+
+
+def test_update_brings_template_changes_and_keeps_user_tools(template: Repo, tmp_path: Path) -> None:
+    project = cruft_create(template, tmp_path / "out")
+    v1 = template.git("rev-parse", "HEAD")
+    assert json.loads((project.path / ".cruft.json").read_text())["commit"] == v1
+    assert merge_check(project)[0] == 0, "a fresh project has nothing to resolve"
+
+    (project.path / USER_TOOL).write_text(USER_TOOL_TEXT)
+    project.commit_all("add my tool")
+
+    v2 = template_v2(template)
+    cruft_update(project)
+
+    assert json.loads((project.path / ".cruft.json").read_text())["commit"] == v2
+    assert (project.path / "src/mcp_auth/__init__.py").read_text().startswith('"""Template v2.')
+    assert (project.path / "src/mcp_auth/v2_feature.py").read_text() == 'FEATURE = "added in v2"\n'
+    dockerfile = (project.path / "Dockerfile").read_text()
+    assert "--interval=20s" in dockerfile and "{{" not in dockerfile, "rendered v2 Dockerfile"
+    assert (project.path / USER_TOOL).read_text() == USER_TOOL_TEXT, "the user's tool survives"
+    code, output = merge_check(project)
+    assert code == 0, output
+
+
+def test_conflicting_edit_is_caught_by_the_merge_check(template: Repo, tmp_path: Path) -> None:
+    project = cruft_create(template, tmp_path / "out")
+    project.edit("Dockerfile", HEALTHCHECK, "--interval=60s")  # the user tuned the same line
+    project.commit_all("slower healthcheck")
+
+    template_v2(template)
+    cruft_update(project)  # exits 0 even though it could not merge cleanly
+
+    dockerfile = (project.path / "Dockerfile").read_text()
+    leftovers = sorted(p.name for p in project.path.rglob("*.rej"))
+    assert "<<<<<<< " in dockerfile or leftovers, "cruft should have left a conflict behind"
+    code, output = merge_check(project)
+    assert code == 1, output
+    assert re.search(r"^\s+Dockerfile(\.rej)?:", output, re.MULTILINE), output
+    # The unrelated template change still arrived.
+    assert (project.path / "src/mcp_auth/v2_feature.py").exists()

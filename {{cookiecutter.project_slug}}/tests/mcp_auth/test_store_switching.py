@@ -1,0 +1,106 @@
+"""The spec's migration path: env -> PostgreSQL -> Infisical by configuration alone, through HTTP."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastmcp import FastMCP
+
+import mcp_auth
+from mcp_auth.runtime import Runtime
+from mcp_auth.server import build_http_app
+from mcp_auth.testing.clients import MCP_HEADERS, jsonrpc, mcp_client, running
+from mcp_auth.testing.infisical import FakeInfisical
+from mcp_auth.testing.settings import DEMO_BEARER, make_settings
+
+AUTH = {"Authorization": f"Bearer {DEMO_BEARER}"}
+BASE_ENV = {"MCP_AUTH_MODE": "bearer", "MCP_BEARER_TOKENS": f"ci-bot={DEMO_BEARER}"}
+
+
+def build(**env: str) -> Any:
+    mcp = FastMCP("demo")
+
+    @mcp.tool
+    def upstream_token() -> dict[str, str | None]:
+        call = mcp_auth.current()
+        return {"key": call.token_key, "token": call.service_token}  # test-only: echo to assert
+
+    return build_http_app(mcp, Runtime.from_settings(make_settings(**BASE_ENV, **env)))
+
+
+async def call(app: Any) -> dict[str, Any]:
+    async with running(app), mcp_client(app, AUTH) as client:
+        result = await client.call_tool("upstream_token", {})
+    return dict(result.data)
+
+
+async def post_tool_call(app: Any) -> Any:
+    async with running(app) as http:
+        return await http.post(
+            "/mcp",
+            json=jsonrpc("tools/call", {"name": "upstream_token", "arguments": {}}),
+            headers={**MCP_HEADERS, **AUTH},
+        )
+
+
+@pytest.fixture
+def infisical() -> Iterator[FakeInfisical]:
+    with FakeInfisical(project_id="proj-1") as fake:
+        fake.set_secret("DEMO_API_TOKEN", "token-from-infisical-123")
+        yield fake
+
+
+def infisical_env(fake: FakeInfisical, **extra: str) -> dict[str, str]:
+    return {
+        "MCP_TOKEN_STORE": "infisical",
+        "INFISICAL_HOST": fake.url,
+        "INFISICAL_CLIENT_ID": fake.client_id,
+        "INFISICAL_CLIENT_SECRET": fake.client_secret,
+        "INFISICAL_PROJECT_ID": fake.project_id,
+        **extra,
+    }
+
+
+async def test_env_store() -> None:
+    assert await call(build(DEMO_API_TOKEN="token-from-env-123")) == {"key": "default", "token": "token-from-env-123"}
+
+
+async def test_infisical_store_hands_out_and_audits_to_the_log(
+    infisical: FakeInfisical, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="mcp_auth.audit")
+    app = build(**infisical_env(infisical))
+    assert await call(app) == {"key": "default", "token": "token-from-infisical-123"}
+    audits = [json.loads(r.getMessage().removeprefix("audit ")) for r in caplog.records if r.name == "mcp_auth.audit"]
+    assert audits and audits[-1]["action"] == "get_token" and audits[-1]["result"] == "success"
+    assert audits[-1]["user_email"] == "ci-bot" and audits[-1]["service_id"] == "demo"
+    assert "token-from-infisical-123" not in caplog.text
+    assert infisical.client_secret not in caplog.text
+
+
+async def test_infisical_wrong_client_secret_is_503_auth_failed(infisical: FakeInfisical) -> None:
+    response = await post_tool_call(build(**infisical_env(infisical, INFISICAL_CLIENT_SECRET="wrong-secret")))
+    assert response.status_code == 503
+    assert response.json()["error"] == "service_unavailable"
+    assert response.json()["message"].startswith("Infisical authentication failed")
+    assert "wrong-secret" not in response.text
+
+
+async def test_infisical_down_is_503_unreachable_and_status_agrees(infisical: FakeInfisical) -> None:
+    app = build(**infisical_env(infisical))
+    infisical.go_down()
+    response = await post_tool_call(app)
+    async with running(app) as http:
+        status = await http.get("/status")
+    assert response.status_code == 503 and response.json()["message"].startswith("Infisical unreachable")
+    assert status.status_code == 503 and status.json()["message"].startswith("Infisical unreachable")
+
+
+async def test_infisical_missing_secret_names_it(infisical: FakeInfisical) -> None:
+    response = await post_tool_call(build(**infisical_env(infisical, INFISICAL_SECRET_NAME="NOPE_TOKEN")))
+    assert response.status_code == 503
+    assert response.json()["message"] == "secret NOPE_TOKEN not found in Infisical (project proj-1, environment prod)"
