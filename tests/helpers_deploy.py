@@ -39,7 +39,7 @@ COMPOSE_VARS = ["POSTGRES_PASSWORD", "TUNNEL_TOKEN"]
 REQUIRED_COMPOSE_SECRETS = ["POSTGRES_PASSWORD", "MCP_AUTH_ENCRYPTION_KEY"]
 
 
-def bake(cookies: Any, **extra_context: str) -> Path:
+def bake_project(cookies: Any, **extra_context: str) -> Path:
     """Bake the template (from this checkout, whatever the cwd) and return the project dir."""
     result = cookies.bake(extra_context=extra_context, template=str(TEMPLATE_DIR))
     assert result.exception is None, f"bake {extra_context} failed: {result.exception!r}"

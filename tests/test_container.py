@@ -26,7 +26,7 @@ from helpers_deploy import (
     COMPOSE_VARS,
     REQUIRED_COMPOSE_SECRETS,
     RUNTIME_VARS,
-    bake,
+    bake_project,
     compose_command,
     isolated_env,
     parse_env_example,
@@ -44,7 +44,7 @@ SECRETS = {"POSTGRES_PASSWORD": "0123456789abcdef0123456789abcdef",
 
 @pytest.mark.parametrize(("auth_mode", "token_store"), COMBINATIONS)
 def test_dockerfile_is_hadolint_clean(cookies: Any, auth_mode: str, token_store: str) -> None:
-    project = bake(cookies, auth_mode=auth_mode, token_store=token_store)
+    project = bake_project(cookies, auth_mode=auth_mode, token_store=token_store)
     dockerfile = project / "Dockerfile"
     assert "cookiecutter" not in dockerfile.read_text(), "Dockerfile was not rendered"
     result = run([tool("hadolint"), "--no-color", "--failure-threshold", "warning", str(dockerfile)])
@@ -64,7 +64,7 @@ def _instructions(dockerfile: str) -> list[tuple[str, str]]:
 
 
 def test_dockerfile_contract(cookies: Any) -> None:
-    project = bake(cookies, project_name="Acme Docs", http_port="9123", python_version="3.11")
+    project = bake_project(cookies, project_name="Acme Docs", http_port="9123", python_version="3.11")
     steps = _instructions((project / "Dockerfile").read_text())
     froms = [args for kw, args in steps if kw == "FROM"]
     args = dict(a.split("=", 1) for kw, a in steps if kw == "ARG" and "=" in a)
@@ -106,7 +106,7 @@ def compose() -> list[str]:
 
 @pytest.fixture(scope="module")
 def default_project(cookies_session: Any) -> Path:
-    return bake(cookies_session)
+    return bake_project(cookies_session)
 
 
 def compose_config(compose: list[str], project: Path, *args: str) -> Any:
@@ -122,7 +122,7 @@ def test_compose_matches_the_compose_spec_schema(default_project: Path) -> None:
 
 
 def test_compose_stack_structure(compose: list[str], cookies: Any) -> None:
-    project = bake(cookies, project_name="Acme Docs", http_port="9123")
+    project = bake_project(cookies, project_name="Acme Docs", http_port="9123")
     write_env(project, **SECRETS, POSTGRES_USER="acme", POSTGRES_DB="acmedb")
     config = compose_config(compose, project)
     services = config["services"]
@@ -172,7 +172,7 @@ def test_tunnel_profile_adds_cloudflared(compose: list[str], default_project: Pa
 
 @pytest.mark.parametrize("secret", REQUIRED_COMPOSE_SECRETS)
 def test_compose_refuses_to_start_without_secret(compose: list[str], cookies: Any, secret: str) -> None:
-    project = bake(cookies)
+    project = bake_project(cookies)
     text = (project / "docker-compose.yml").read_text()
     assert re.search(r"\$\{" + secret + r":\?[^}]+\}", text), f"${{{secret}:?message}} expected"
     write_env(project, **{**SECRETS, secret: ""})
@@ -183,7 +183,7 @@ def test_compose_refuses_to_start_without_secret(compose: list[str], cookies: An
 
 
 def test_compose_needs_a_dot_env(compose: list[str], cookies: Any) -> None:
-    project = bake(cookies)
+    project = bake_project(cookies)
     result = run([*compose, "config", "--quiet"], cwd=project,
                  env=isolated_env(**SECRETS))  # secrets present, .env absent
     assert result.returncode != 0 and ".env" in result.stderr
@@ -202,7 +202,7 @@ def test_every_compose_variable_is_in_env_example(default_project: Path) -> None
 
 @pytest.mark.parametrize(("auth_mode", "token_store"), [("cloudflare", "postgres"), ("bearer", "infisical")])
 def test_env_example_covers_the_runtime_contract(cookies: Any, auth_mode: str, token_store: str) -> None:
-    project = bake(cookies, auth_mode=auth_mode, token_store=token_store, service_name="notion",
+    project = bake_project(cookies, auth_mode=auth_mode, token_store=token_store, service_name="notion",
                    http_port="9123")
     entries = parse_env_example((project / ".env.example").read_text())
     names = [name for name, _, _ in entries]

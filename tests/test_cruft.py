@@ -16,9 +16,8 @@ import shutil
 import sys
 from pathlib import Path
 
-import pytest
-
 import cruft
+import pytest
 
 from helpers_deploy import TEMPLATE_DIR, run
 
@@ -28,7 +27,10 @@ IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", ".venv", ".mypy_cache", 
 SLUG = "coda-mcp"
 PACKAGE = "coda_mcp"
 USER_TOOL = f"src/{PACKAGE}/tools/release_notes.py"
-USER_TOOL_TEXT = '"""A tool the user wrote after generating the project."""\n\n\nasync def release_notes() -> str:\n    return "v1"\n'
+USER_TOOL_TEXT = (
+    '"""A tool the user wrote after generating the project."""\n\n\n'
+    'async def release_notes() -> str:\n    return "v1"\n'
+)
 HEALTHCHECK = re.compile(r"--interval=\d+s")
 
 

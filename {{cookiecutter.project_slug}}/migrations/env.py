@@ -9,12 +9,16 @@ from __future__ import annotations
 import os
 
 from alembic import context
-from sqlalchemy.engine import Connection
-
 from mcp_auth.migrations import VERSION_TABLE
 from mcp_auth.models import metadata
+from sqlalchemy.engine import Connection
 
 config = context.config
+
+
+def _ours(obj: object, name: str | None, type_: str, reflected: bool, compare_to: object) -> bool:
+    # The project may keep its own tables in the same database; autogenerate must not touch them.
+    return not (type_ == "table" and reflected and name not in metadata.tables)
 
 
 def _configure(connection: Connection) -> None:
@@ -22,6 +26,7 @@ def _configure(connection: Connection) -> None:
         connection=connection,
         target_metadata=metadata,
         version_table=VERSION_TABLE,
+        include_object=_ours,
         # SQLite cannot ALTER most things; batch mode rebuilds the table instead.
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,

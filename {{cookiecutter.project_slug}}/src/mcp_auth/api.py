@@ -8,6 +8,8 @@ knows its variable; code that prefers no globals builds a store and calls the sa
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import threading
 from dataclasses import dataclass
 
@@ -20,7 +22,11 @@ from mcp_auth.stores.database import DatabaseTokenStore
 
 __all__ = ["close", "configure", "delete_token", "get_token", "rotate_key", "set_token"]
 
-_GENERIC_PROJECT = ProjectInfo(slug="mcp-server", service_name="service", service_token_env="SERVICE_API_TOKEN")
+_GENERIC_PROJECT = ProjectInfo(
+    slug="mcp-server",
+    service_name="service",
+    service_token_env="SERVICE_API_TOKEN",
+)
 
 
 @dataclass
@@ -88,19 +94,21 @@ async def get_token(service: str, key: str) -> str | None:
     configured = _current()
     store = configured.store
     audit = configured.audit
-    if isinstance(store, DatabaseTokenStore) and isinstance(audit, DatabaseAuditSink) and audit.database is store.database:
+    if (
+        isinstance(store, DatabaseTokenStore)
+        and isinstance(audit, DatabaseAuditSink)
+        and audit.database is store.database
+    ):
         # Same database: the read and its audit row in one round trip to a worker thread.
         return await store.get_audited(service, key, configured.actor)
+    event = functools.partial(AuditEvent, "get_token", service, key, configured.actor)
     try:
         value = await store.get(service, key)
     except McpAuthError as exc:
-        await configured.audit.record(
-            AuditEvent("get_token", service, key, configured.actor, "failure", exc.message)
-        )
+        with contextlib.suppress(McpAuthError):  # the store's error is the one to report
+            await audit.record(event("failure", exc.message))
         raise
-    result = "success" if value is not None else "failure"
-    detail = None if value is not None else "not found"
-    await configured.audit.record(AuditEvent("get_token", service, key, configured.actor, result, detail))
+    await audit.record(event("success") if value is not None else event("failure", "not found"))
     return value
 
 
@@ -116,7 +124,9 @@ async def rotate_key(old_key: str, new_key: str) -> int:
     """
     store = _current().store
     if not isinstance(store, DatabaseTokenStore):
-        raise ReadOnlyStore(f"rotate_key needs MCP_TOKEN_STORE=postgres (the {store.name} store is not encrypted)")
+        raise ReadOnlyStore(
+            f"rotate_key needs MCP_TOKEN_STORE=postgres (the {store.name} store is not encrypted)"
+        )
     return await store.rotate_key(old_key, new_key)
 
 

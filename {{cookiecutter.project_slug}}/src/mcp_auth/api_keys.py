@@ -15,12 +15,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import or_, select, update
-from sqlalchemy.engine import Connection, Row
-
 from mcp_auth.db import Database, as_utc
 from mcp_auth.errors import AuthenticationFailed
 from mcp_auth.models import api_keys
+from sqlalchemy import or_, select, update
+from sqlalchemy.engine import Connection
 
 PREFIX = "mcpk_"
 _KEY_LENGTH = len(PREFIX) + 43  # 32 bytes of base64url without padding
@@ -58,7 +57,7 @@ class ApiKeyInfo:
     revoked_at: datetime | None
 
     @classmethod
-    def from_row(cls, row: Row[Any]) -> ApiKeyInfo:
+    def from_row(cls, row: Any) -> ApiKeyInfo:
         return cls(
             id=row.id,
             prefix=row.prefix,
@@ -93,12 +92,17 @@ class ApiKeyStore:
 
         def work(conn: Connection) -> int:
             result = conn.execute(
-                api_keys.insert().values(
-                    key_hash=hash_key(key), prefix=key[:_SHOWN_PREFIX], email=email,
-                    created_at=datetime.now(UTC), expires_at=expires_at,
+                api_keys.insert()
+                .values(
+                    key_hash=hash_key(key),
+                    prefix=key[:_SHOWN_PREFIX],
+                    email=email,
+                    created_at=datetime.now(UTC),
+                    expires_at=expires_at,
                 )
+                .returning(api_keys.c.id)
             )
-            return int(result.inserted_primary_key[0])
+            return int(result.scalar_one())
 
         key_id = await self.database.run(work, autocommit=True)
         return NewApiKey(id=key_id, key=key, email=email, expires_at=expires_at)
@@ -108,7 +112,7 @@ class ApiKeyStore:
             rows = conn.execute(select(*_INFO_COLUMNS).order_by(api_keys.c.id))
             return [ApiKeyInfo.from_row(row) for row in rows]
 
-        return await self.database.run(work, autocommit=True)
+        return await self.database.run(work, autocommit=True, retry=True)
 
     async def revoke(self, key_id: int) -> bool:
         """Revoke a key (idempotent); False when there is no key with that id."""
@@ -116,7 +120,9 @@ class ApiKeyStore:
         def work(conn: Connection) -> bool:
             table = api_keys
             conn.execute(
-                update(table).where(table.c.id == key_id, table.c.revoked_at.is_(None)).values(revoked_at=datetime.now(UTC))
+                update(table)
+                .where(table.c.id == key_id, table.c.revoked_at.is_(None))
+                .values(revoked_at=datetime.now(UTC))
             )
             return conn.execute(select(table.c.id).where(table.c.id == key_id)).first() is not None
 
@@ -148,7 +154,8 @@ class ApiKeyStore:
                 )
             return info
 
-        info = await self.database.run(work, autocommit=True)
+        # Safe to retry: a read plus an idempotent "touch".
+        info = await self.database.run(work, autocommit=True, retry=True)
         if info is None:
             raise AuthenticationFailed("Invalid API key")
         if info.revoked_at is not None:

@@ -16,7 +16,7 @@ from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from mcp_auth.errors import ConfigError
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 AuthMode = Literal["cloudflare", "bearer", "both"]
@@ -125,10 +125,17 @@ class McpAuthSettings(BaseSettings):
             return None
         return value
 
-    @field_validator("port", mode="before")
+    @field_validator(
+        "port", "host", "token_cache_ttl", "infisical_host", "infisical_environment",
+        "infisical_secret_path", mode="before",
+    )
     @classmethod
-    def _blank_port(cls, value: object) -> object:
-        return None if isinstance(value, str) and not value.strip() else value
+    def _blank_is_default(cls, value: object, info: ValidationInfo) -> object:
+        # "VAR=" in a .env file means "use the default", not "the empty string".
+        if isinstance(value, str) and not value.strip():
+            field = cls.model_fields[info.field_name or ""]
+            return field.get_default(call_default_factory=True)
+        return value
 
     # ----- derived values -------------------------------------------------------------------
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import json
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -20,7 +19,6 @@ from typing import TYPE_CHECKING
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
 from mcp_auth.errors import ConfigError, DecryptionError
 
 if TYPE_CHECKING:
@@ -29,7 +27,7 @@ if TYPE_CHECKING:
 KEY_BYTES = 32
 NONCE_BYTES = 12
 _KEY_ID_DOMAIN = b"mcp-auth key id v1\x00"
-_AAD_VERSION = "mcp-auth token v1"
+_AAD_PREFIX = b"mcp-auth token v1\x00"
 
 
 def generate_key() -> str:
@@ -55,15 +53,22 @@ def parse_key(text: str, *, name: str, slug: str = "mcp-server") -> bytes:
     except (binascii.Error, ValueError):
         key = b""
     if len(key) != KEY_BYTES:
-        raise ConfigError(
-            f"{name} is not a base64-encoded 32-byte key (generate one with '{slug} keygen')"
-        )
+        raise ConfigError(f"{name} is not a base64-encoded 32-byte key (generate one with '{slug} keygen')")
     return key
 
 
 def _aad(service: str, key: str) -> bytes:
-    # JSON keeps the encoding unambiguous for any service/key text (no separator collisions).
-    return json.dumps([_AAD_VERSION, service, key], ensure_ascii=False).encode("utf-8")
+    # Length-prefixed, so no two (service, key) pairs encode alike whatever characters they hold.
+    service_bytes, key_bytes = service.encode("utf-8"), key.encode("utf-8")
+    return b"".join(
+        (
+            _AAD_PREFIX,
+            len(service_bytes).to_bytes(4, "big"),
+            service_bytes,
+            len(key_bytes).to_bytes(4, "big"),
+            key_bytes,
+        )
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +109,9 @@ class Keyring:
                 "MCP_AUTH_ENCRYPTION_KEY is not set (generate one with "
                 f"'{slug} keygen'; MCP_AUTH_PREVIOUS_KEYS only adds old keys to it)"
             )
-        current = parse_key(settings.encryption_key.get_secret_value(), name="MCP_AUTH_ENCRYPTION_KEY", slug=slug)
+        current = parse_key(
+            settings.encryption_key.get_secret_value(), name="MCP_AUTH_ENCRYPTION_KEY", slug=slug
+        )
         return cls(current, previous)
 
     @property
@@ -126,7 +133,9 @@ class Keyring:
         # A fresh random 96-bit nonce per write; with one key that is safe far beyond any
         # realistic number of token writes (the GCM birthday bound is ~2**32 messages).
         nonce = secrets.token_bytes(NONCE_BYTES)
-        ciphertext = self._ciphers[self.current_id].encrypt(nonce, plaintext.encode("utf-8"), _aad(service, key))
+        ciphertext = self._ciphers[self.current_id].encrypt(
+            nonce, plaintext.encode("utf-8"), _aad(service, key)
+        )
         return Envelope(self.current_id, nonce, ciphertext)
 
     def decrypt(self, service: str, key: str, envelope: Envelope) -> str:

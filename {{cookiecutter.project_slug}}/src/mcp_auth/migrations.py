@@ -14,12 +14,11 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from mcp_auth.db import Database
+from mcp_auth.errors import ConfigError
 from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
-
-from mcp_auth.db import Database
-from mcp_auth.errors import ConfigError
 
 VERSION_TABLE = "mcp_auth_alembic_version"
 # Two replicas running `db upgrade` at once must not both apply a migration.

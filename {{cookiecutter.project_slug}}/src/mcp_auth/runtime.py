@@ -37,11 +37,17 @@ class Runtime:
         database = _open_database(settings)
         store = build_store(settings, database)
         audit = _audit_sink(database)
+        # Tools calling mcp_auth.get_token() & co. share this store and audit log.
+        from mcp_auth import api
+
+        api.configure(store=store, audit=audit, actor=settings.operator)
         return cls(
             settings=settings,
             authenticator=_authenticator(settings, database),
             store=store,
-            tokens=TokenAccess(store, audit, settings.service_name),
+            tokens=TokenAccess(
+                store, audit, settings.service_name, fused_audit=database is not None and store.name == "postgres"
+            ),
             database=database,
         )
 

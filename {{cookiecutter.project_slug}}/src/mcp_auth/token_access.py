@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
 
 from mcp_auth.audit import AuditEvent, AuditSink
 from mcp_auth.errors import DecryptionError, McpAuthError, ServiceUnavailable, TokenNotFound
@@ -24,11 +25,23 @@ class ResolvedToken:
     value: str = field(repr=False)
 
 
+@runtime_checkable
+class AuditedReads(Protocol):
+    """A store that writes the ``get_token`` audit row in the same round trip as the read
+    (the database store: one connection checkout per hand-out instead of two)."""
+
+    async def get_audited(
+        self, service: str, key: str, user_email: str | None = None, *, audit_missing: bool = True
+    ) -> str | None: ...
+
+
 class TokenAccess:
-    def __init__(self, store: TokenStore, audit: AuditSink, service: str) -> None:
+    def __init__(self, store: TokenStore, audit: AuditSink, service: str, *, fused_audit: bool = False) -> None:
+        """``fused_audit``: the store audits its own reads into the same log as ``audit``."""
         self.store = store
         self._audit = audit
         self.service = service
+        self._fused = fused_audit and isinstance(store, AuditedReads)
 
     async def resolve(self, identity: Identity) -> ResolvedToken | None:
         """The caller's own token, else the shared one; ``None`` when neither is stored.
@@ -40,15 +53,22 @@ class TokenAccess:
         keys.append(DEFAULT_KEY)
         for key in keys:
             try:
-                value = await self.store.get(self.service, key)
+                if self._fused:
+                    value = await self.store.get_audited(  # type: ignore[attr-defined]
+                        self.service, key, identity.subject, audit_missing=False
+                    )
+                else:
+                    value = await self.store.get(self.service, key)
             except (ServiceUnavailable, DecryptionError) as exc:
-                await self._record(identity, key, "failure", exc.message, best_effort=True)
+                if not (self._fused and isinstance(exc, DecryptionError)):  # fused: already audited
+                    await self._record(identity, key, "failure", exc.message, best_effort=True)
                 if isinstance(exc, DecryptionError):
                     raise ServiceUnavailable(exc.message) from None
                 raise
             if value is not None:
                 register_secret(value)
-                await self._record(identity, key, "success", None, best_effort=False)
+                if not self._fused:
+                    await self._record(identity, key, "success", None, best_effort=False)
                 return ResolvedToken(key, value)
         await self._record(
             identity,

@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-
 from mcp_auth.config import ProjectInfo, load_settings
 from mcp_auth.errors import ConfigError, ReadOnlyStore, ServiceUnavailable
 from mcp_auth.stores.infisical import InfisicalStore

@@ -7,10 +7,9 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
+import mcp_auth
 import pytest
 from fastmcp import FastMCP
-
-import mcp_auth
 from mcp_auth.runtime import Runtime
 from mcp_auth.server import build_http_app
 from mcp_auth.testing.clients import MCP_HEADERS, jsonrpc, mcp_client, running

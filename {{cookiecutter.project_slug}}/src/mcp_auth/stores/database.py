@@ -10,18 +10,15 @@ the rotated fleet no longer has.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio.to_thread
-from sqlalchemy import BigInteger, Column, LargeBinary, MetaData, Table, bindparam, delete, func, select
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection, Row
-
 from mcp_auth.audit import Action, AuditEvent, Result, append
 from mcp_auth.crypto import Envelope, Keyring, parse_key
 from mcp_auth.db import Database, as_utc
@@ -29,6 +26,9 @@ from mcp_auth.errors import ConfigError, DecryptionError, McpAuthError, ServiceU
 from mcp_auth.models import retired_encryption_keys as retired
 from mcp_auth.models import tokens
 from mcp_auth.stores.base import DEFAULT_KEY
+from sqlalchemy import BigInteger, Column, LargeBinary, MetaData, Table, bindparam, delete, func, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
 
 if TYPE_CHECKING:
     from mcp_auth.config import McpAuthSettings
@@ -71,15 +71,15 @@ def _insert(conn: Connection, table: Table) -> Any:
     return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
 
 
-def _envelope(row: Row[Any]) -> Envelope:
-    return Envelope(row.key_id, bytes(row.nonce), bytes(row.ciphertext))
+# Built once: on the hot path, constructing the statement per call costs more than the query.
+_SELECT_TOKEN = select(tokens.c.key_id, tokens.c.nonce, tokens.c.ciphertext).where(
+    tokens.c.service_id == bindparam("service"), tokens.c.key == bindparam("key")
+)
 
 
-def _select_token(conn: Connection, service: str, key: str) -> Row[Any] | None:
-    query = select(tokens.c.ciphertext, tokens.c.nonce, tokens.c.key_id).where(
-        tokens.c.service_id == service, tokens.c.key == key
-    )
-    return conn.execute(query).first()
+def _select_token(conn: Connection, service: str, key: str) -> Envelope | None:
+    row = conn.execute(_SELECT_TOKEN, {"service": service, "key": key}).first()
+    return None if row is None else Envelope(row.key_id, bytes(row.nonce), bytes(row.ciphertext))
 
 
 class DatabaseTokenStore:
@@ -126,23 +126,31 @@ class DatabaseTokenStore:
     # ----- reads ---------------------------------------------------------------------------
 
     async def get(self, service: str, key: str) -> str | None:
-        row = await self.database.run(functools.partial(_select_token, service=service, key=key), autocommit=True)
-        return None if row is None else self._keyring.decrypt(service, key, _envelope(row))
+        row = await self.database.run(
+            functools.partial(_select_token, service=service, key=key), autocommit=True, retry=True
+        )
+        return None if row is None else self._keyring.decrypt(service, key, row)
 
-    async def get_audited(self, service: str, key: str, user_email: str | None = None) -> str | None:
-        """``get`` plus its ``get_token`` audit row, in one round trip to a worker thread.
+    async def get_audited(
+        self, service: str, key: str, user_email: str | None = None, *, audit_missing: bool = True
+    ) -> str | None:
+        """``get`` plus its ``get_token`` audit row, in one round trip to a worker thread
+        (one connection checkout instead of two: the fast path for handing out a token).
 
-        The failure row (not found, undecryptable) is committed before the error is raised.
+        The failure row (undecryptable; not found unless ``audit_missing=False``, for a caller
+        that falls back to another key and audits the final miss itself) is committed before
+        the error is raised.
         """
         event = functools.partial(AuditEvent, "get_token", service, key, user_email or self.actor)
 
         def work(conn: Connection) -> tuple[str | None, DecryptionError | None]:
             row = _select_token(conn, service, key)
             if row is None:
-                append(conn, event("failure", "not found"))
+                if audit_missing:
+                    append(conn, event("failure", "not found"))
                 return None, None
             try:
-                value = self._keyring.decrypt(service, key, _envelope(row))
+                value = self._keyring.decrypt(service, key, row)
             except DecryptionError as exc:
                 append(conn, event("failure", exc.message))
                 return None, exc
@@ -155,15 +163,7 @@ class DatabaseTokenStore:
         return value
 
     async def list(self, service: str | None = None) -> list[TokenInfo]:
-        def work(conn: Connection) -> list[TokenInfo]:
-            query = select(
-                tokens.c.service_id, tokens.c.key, tokens.c.key_id, tokens.c.created_at, tokens.c.updated_at
-            ).order_by(tokens.c.service_id, tokens.c.key)
-            if service is not None:
-                query = query.where(tokens.c.service_id == service)
-            return [TokenInfo(*row[:3], as_utc(row[3]), as_utc(row[4])) for row in conn.execute(query)]
-
-        return await self.database.run(work, autocommit=True)
+        return await list_tokens(self.database, service)
 
     async def check(self) -> None:
         """Readiness: the database answers and the default token is stored and decrypts."""
@@ -172,7 +172,7 @@ class DatabaseTokenStore:
             return
         service = self._service_name
         row = await self.database.run(
-            functools.partial(_select_token, service=service, key=DEFAULT_KEY), autocommit=True
+            functools.partial(_select_token, service=service, key=DEFAULT_KEY), autocommit=True, retry=True
         )
         if row is None:
             slug = self.database.slug
@@ -181,7 +181,7 @@ class DatabaseTokenStore:
                 f"{DEFAULT_KEY}' or '{slug} tokens import-env')"
             )
         try:
-            self._keyring.decrypt(service, DEFAULT_KEY, _envelope(row))
+            self._keyring.decrypt(service, DEFAULT_KEY, row)
         except DecryptionError as exc:
             raise ServiceUnavailable(exc.message) from None
 
@@ -213,8 +213,13 @@ class DatabaseTokenStore:
             envelope = self._keyring.encrypt(service, key, value)
             now = datetime.now(UTC)
             stmt = _insert(conn, tokens).values(
-                service_id=service, key=key, ciphertext=envelope.ciphertext, nonce=envelope.nonce,
-                key_id=envelope.key_id, created_at=now, updated_at=now,
+                service_id=service,
+                key=key,
+                ciphertext=envelope.ciphertext,
+                nonce=envelope.nonce,
+                key_id=envelope.key_id,
+                created_at=now,
+                updated_at=now,
             )
             stmt = stmt.on_conflict_do_update(
                 index_elements=[tokens.c.service_id, tokens.c.key],
@@ -269,7 +274,8 @@ class DatabaseTokenStore:
             raise  # the database cannot take the failure row either
         except McpAuthError as exc:
             failure = AuditEvent(action, service, key, self.actor, "failure", exc.message)
-            await self.database.run(functools.partial(append, event=failure))
+            with contextlib.suppress(ServiceUnavailable):  # report the refusal, not the outage
+                await self.database.run(functools.partial(append, event=failure))
             raise
 
     # ----- rotation ------------------------------------------------------------------------
@@ -286,7 +292,10 @@ class DatabaseTokenStore:
         new = parse_key(new_key, name="the new key", slug=slug)
         source = Keyring(old)
         return await self._rotate(
-            source, Keyring(new), f"the old key (key id {source.current_id})", progress,
+            source,
+            Keyring(new),
+            f"the old key (key id {source.current_id})",
+            progress,
             new_keyring=self._keyring.rotated_to(new),
         )
 
@@ -294,7 +303,11 @@ class DatabaseTokenStore:
         """Re-encrypt rows written under MCP_AUTH_PREVIOUS_KEYS with MCP_AUTH_ENCRYPTION_KEY."""
         keyring = self._keyring
         return await self._rotate(
-            keyring, keyring, "MCP_AUTH_ENCRYPTION_KEY or in MCP_AUTH_PREVIOUS_KEYS", progress, new_keyring=None
+            keyring,
+            keyring,
+            "MCP_AUTH_ENCRYPTION_KEY or in MCP_AUTH_PREVIOUS_KEYS",
+            progress,
+            new_keyring=None,
         )
 
     async def _rotate(
@@ -313,30 +326,22 @@ class DatabaseTokenStore:
             if conn.dialect.name == "postgresql":
                 conn.execute(select(func.pg_advisory_xact_lock(TOKENS_LOCK)))
             rows = conn.execute(
-                select(tokens.c.id, tokens.c.service_id, tokens.c.key, tokens.c.ciphertext, tokens.c.nonce,
-                       tokens.c.key_id).where(tokens.c.key_id != target_id)
+                select(
+                    tokens.c.id,
+                    tokens.c.service_id,
+                    tokens.c.key,
+                    tokens.c.ciphertext,
+                    tokens.c.nonce,
+                    tokens.c.key_id,
+                ).where(tokens.c.key_id != target_id)
             ).all()
-            updates = []
-            for done, row in enumerate(rows, 1):
-                if row.key_id not in source:
-                    raise DecryptionError(
-                        f"rotation aborted, nothing was re-encrypted: token {row.service_id}/{row.key} was "
-                        f"encrypted with key id {row.key_id}, which is not {expected}"
-                    )
-                try:
-                    plaintext = source.decrypt(row.service_id, row.key, _envelope(row))
-                except DecryptionError as exc:
-                    raise DecryptionError(f"rotation aborted, nothing was re-encrypted: {exc.message}") from None
-                envelope = target.encrypt(row.service_id, row.key, plaintext)
-                updates.append({"id": row.id, "ciphertext": envelope.ciphertext, "nonce": envelope.nonce})
-                if progress is not None and (done % _PROGRESS_EVERY == 0 or done == len(rows)):
-                    progress(done, len(rows))
-            if progress is not None and not rows:
-                progress(0, 0)
+            updates = _reencrypt(rows, source, target, expected, progress)
             _apply(conn, updates, target_id)
             if retire:
                 conn.execute(
-                    _insert(conn, retired).values([{"key_id": kid} for kid in retire]).on_conflict_do_nothing()
+                    _insert(conn, retired)
+                    .values([{"key_id": kid} for kid in retire])
+                    .on_conflict_do_nothing()
                 )
             conn.execute(delete(retired).where(retired.c.key_id == target_id))
             return "success", f"re-encrypted {len(updates)} tokens under key id {target_id}", len(updates)
@@ -348,7 +353,47 @@ class DatabaseTokenStore:
             self.database.close()
 
 
-def _apply(conn: Connection, updates: list[dict[str, Any]], key_id: str) -> None:
+def _reencrypt(
+    rows: Sequence[Any], source: Keyring, target: Keyring, expected: str, progress: Progress | None
+) -> list[tuple[int, bytes, bytes]]:
+    """(id, ciphertext, nonce) of every row under the target key; any row that does not open
+    raises, which rolls the whole rotation back."""
+    total = len(rows)
+    updates = []
+    for done, (row_id, service, key, ciphertext, nonce, kid) in enumerate(rows, 1):
+        if kid not in source:
+            raise DecryptionError(
+                f"rotation aborted, nothing was re-encrypted: token {service}/{key} was "
+                f"encrypted with key id {kid}, which is not {expected}"
+            )
+        try:
+            plaintext = source.decrypt(service, key, Envelope(kid, nonce, ciphertext))
+        except DecryptionError as exc:
+            raise DecryptionError(f"rotation aborted, nothing was re-encrypted: {exc.message}") from None
+        envelope = target.encrypt(service, key, plaintext)
+        updates.append((row_id, envelope.ciphertext, envelope.nonce))
+        if progress is not None and (done % _PROGRESS_EVERY == 0 or done == total):
+            progress(done, total)
+    if progress is not None and not total:
+        progress(0, 0)
+    return updates
+
+
+async def list_tokens(database: Database, service: str | None = None) -> list[TokenInfo]:
+    """Stored tokens without values; needs no encryption key."""
+
+    def work(conn: Connection) -> list[TokenInfo]:
+        query = select(
+            tokens.c.service_id, tokens.c.key, tokens.c.key_id, tokens.c.created_at, tokens.c.updated_at
+        ).order_by(tokens.c.service_id, tokens.c.key)
+        if service is not None:
+            query = query.where(tokens.c.service_id == service)
+        return [TokenInfo(*row[:3], as_utc(row[3]), as_utc(row[4])) for row in conn.execute(query)]
+
+    return await database.run(work, autocommit=True, retry=True)
+
+
+def _apply(conn: Connection, updates: list[tuple[int, bytes, bytes]], key_id: str) -> None:
     """Write the re-encrypted rows: COPY + one UPDATE on PostgreSQL, executemany on SQLite."""
     if not updates:
         return
@@ -358,19 +403,16 @@ def _apply(conn: Connection, updates: list[dict[str, Any]], key_id: str) -> None
             .where(tokens.c.id == bindparam("row_id"))
             .values(ciphertext=bindparam("new_ciphertext"), nonce=bindparam("new_nonce"), key_id=key_id)
         )
-        conn.execute(
-            stmt,
-            [{"row_id": u["id"], "new_ciphertext": u["ciphertext"], "new_nonce": u["nonce"]} for u in updates],
-        )
+        conn.execute(stmt, [{"row_id": i, "new_ciphertext": c, "new_nonce": n} for i, c, n in updates])
         return
     _rotation_scratch.create(conn)
     driver = conn.connection.driver_connection
     assert driver is not None
-    with driver.cursor() as cursor:  # type: ignore[attr-defined]
+    with driver.cursor() as cursor:
         with cursor.copy("COPY mcp_auth_rotation (id, ciphertext, nonce) FROM STDIN (FORMAT BINARY)") as copy:
             copy.set_types(["int8", "bytea", "bytea"])
             for update in updates:
-                copy.write_row((update["id"], update["ciphertext"], update["nonce"]))
+                copy.write_row(update)
     scratch = _rotation_scratch.c
     result = conn.execute(
         tokens.update()

@@ -32,10 +32,9 @@ from typing import TYPE_CHECKING, Any, TypeGuard
 from urllib.parse import quote
 
 import httpx
-from pydantic import SecretStr
-
 from mcp_auth.errors import ConfigError, ReadOnlyStore, ServiceUnavailable
 from mcp_auth.stores.base import DEFAULT_KEY
+from pydantic import SecretStr
 
 if TYPE_CHECKING:
     from mcp_auth.config import McpAuthSettings

@@ -1,0 +1,119 @@
+"""Database API keys: create (shown once, hash stored), verify, revoke, expire, last-used throttle."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from mcp_auth.api_keys import PREFIX, TOUCH_INTERVAL, ApiKeyStore
+from mcp_auth.db import Database
+from mcp_auth.errors import AuthenticationFailed, ServiceUnavailable
+from mcp_auth.identity import Identity
+from mcp_auth.models import api_keys
+from mcp_auth.verifiers.api_key import ApiKeyVerifier
+from sqlalchemy import select, update
+
+
+@pytest.fixture(params=["postgres", "sqlite"])
+def database(request: pytest.FixtureRequest) -> Database:
+    return request.getfixturevalue(f"{request.param}_database")
+
+
+def row(database: Database, key_id: int):
+    with database.engine.connect() as conn:
+        return conn.execute(select(api_keys).where(api_keys.c.id == key_id)).one()
+
+
+async def test_create_shows_the_key_once_and_stores_its_hash(database: Database) -> None:
+    created = await ApiKeyStore(database).create(" alice@example.com ")
+    assert created.key.startswith(PREFIX) and len(created.key) == 48
+    assert created.key not in repr(created) and created.email == "alice@example.com"
+    stored = row(database, created.id)
+    assert stored.key_hash == hashlib.sha256(created.key.encode()).hexdigest()
+    assert stored.prefix == created.key[:12]
+    for value in stored:
+        assert created.key not in str(value)  # only the hash and a short prefix
+    second = await ApiKeyStore(database).create("alice@example.com")
+    assert second.key != created.key and second.id != created.id
+
+
+async def test_verify_returns_the_owner(database: Database) -> None:
+    created = await ApiKeyStore(database).create("alice@example.com")
+    identity = await ApiKeyVerifier(database).verify(created.key)
+    assert identity == Identity(subject="alice@example.com", method="api_key", email="alice@example.com")
+
+
+async def test_other_credentials_are_not_ours(database: Database) -> None:
+    assert await ApiKeyVerifier(database).verify("some-static-bearer-token-123456") is None
+
+
+@pytest.mark.parametrize("key", [PREFIX + "A" * 43, PREFIX + "short", PREFIX])
+async def test_unknown_or_malformed_keys_are_invalid(database: Database, key: str) -> None:
+    with pytest.raises(AuthenticationFailed, match=r"^Invalid API key$"):
+        await ApiKeyVerifier(database).verify(key)
+
+
+async def test_revocation_is_effective_on_the_next_request(database: Database) -> None:
+    keys = ApiKeyStore(database)
+    created = await keys.create("alice@example.com")
+    verifier = ApiKeyVerifier(database)
+    assert await verifier.verify(created.key) is not None
+    assert await keys.revoke(created.id) is True
+    with pytest.raises(AuthenticationFailed, match=r"^API key revoked$"):
+        await verifier.verify(created.key)
+    first_revoked = row(database, created.id).revoked_at
+    assert await keys.revoke(created.id) is True  # idempotent, keeps the first time
+    assert row(database, created.id).revoked_at == first_revoked
+    assert await keys.revoke(9999) is False
+
+
+async def test_expired_keys_are_refused(database: Database) -> None:
+    keys = ApiKeyStore(database)
+    expired = await keys.create("bob@example.com", expires_at=datetime.now(UTC) - timedelta(seconds=1))
+    valid = await keys.create("bob@example.com", expires_at=datetime.now(UTC) + timedelta(days=1))
+    verifier = ApiKeyVerifier(database)
+    with pytest.raises(AuthenticationFailed, match=r"^API key expired$"):
+        await verifier.verify(expired.key)
+    assert (await verifier.verify(valid.key)) is not None
+
+
+async def test_last_used_is_written_at_most_once_a_minute(database: Database) -> None:
+    created = await ApiKeyStore(database).create("alice@example.com")
+    assert row(database, created.id).last_used_at is None
+    verifier = ApiKeyVerifier(database)
+    await verifier.verify(created.key)
+    first = row(database, created.id).last_used_at
+    assert first is not None
+    await verifier.verify(created.key)
+    assert row(database, created.id).last_used_at == first  # throttled
+    old = datetime.now(UTC) - TOUCH_INTERVAL - timedelta(seconds=5)
+    with database.engine.begin() as conn:
+        conn.execute(update(api_keys).values(last_used_at=old))
+    await verifier.verify(created.key)
+    assert row(database, created.id).last_used_at != old
+
+
+async def test_list_shows_no_keys(database: Database) -> None:
+    keys = ApiKeyStore(database)
+    created = await keys.create("alice@example.com")
+    await keys.revoke(created.id)
+    (info,) = await keys.list()
+    assert (info.id, info.email, info.prefix) == (created.id, "alice@example.com", created.key[:12])
+    assert info.revoked_at is not None and info.revoked_at.tzinfo is not None
+    assert created.key not in repr(info)
+
+
+@pytest.mark.parametrize("email", ["", "no-at-sign", "a@", "@b", "a b@c"])
+async def test_create_needs_an_email(sqlite_database: Database, email: str) -> None:
+    with pytest.raises(ValueError, match="email"):
+        await ApiKeyStore(sqlite_database).create(email)
+
+
+async def test_database_down_is_503_not_401() -> None:
+    database = Database.from_url("postgresql://u:pw-xyz@127.0.0.1:1/db")
+    try:
+        with pytest.raises(ServiceUnavailable, match=r"^PostgreSQL connection failed$"):
+            await ApiKeyVerifier(database).verify(PREFIX + "A" * 43)
+    finally:
+        database.close()

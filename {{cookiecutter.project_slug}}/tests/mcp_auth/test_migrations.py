@@ -1,0 +1,125 @@
+"""Alembic migrations: apply on PostgreSQL and SQLite, match the models, schema check, locator."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from mcp_auth import migrations
+from mcp_auth.db import Database, normalize_url
+from mcp_auth.errors import ConfigError, ServiceUnavailable
+from mcp_auth.models import metadata
+from mcp_auth.testing.settings import make_settings
+from sqlalchemy import inspect
+
+TABLES = {"tokens", "audit_log", "api_keys", "retired_encryption_keys"}
+
+
+@pytest.fixture(params=["postgres", "sqlite"])
+def database(request: pytest.FixtureRequest) -> Database:
+    return request.getfixturevalue(f"{request.param}_database")
+
+
+def test_start_up_check_opens_the_minimum_pool(postgres_database: Database) -> None:
+    postgres_database.require_schema()
+    assert postgres_database.engine.pool.checkedin() == 2  # type: ignore[attr-defined]
+
+
+def test_migrated_schema_matches_the_models(database: Database) -> None:
+    with database.engine.connect() as conn:
+        opts = {"compare_type": True, "version_table": migrations.VERSION_TABLE}
+        context = MigrationContext.configure(conn, opts=opts)
+        assert compare_metadata(context, metadata) == []
+        assert TABLES <= set(inspect(conn).get_table_names())
+        assert migrations.current_revisions(conn) == migrations.head_revisions()
+    database.require_schema()
+
+
+def test_own_version_table_leaves_alembic_version_to_the_project(database: Database) -> None:
+    with database.engine.connect() as conn:
+        names = set(inspect(conn).get_table_names())
+    assert migrations.VERSION_TABLE in names and "alembic_version" not in names
+
+
+def test_fresh_sqlite_needs_upgrade_then_passes(tmp_path: Path) -> None:
+    database = Database.from_url(f"sqlite:///{tmp_path / 'fresh.db'}", slug="demo-mcp")
+    try:
+        with pytest.raises(
+            ConfigError, match=r"^database schema is not up to date: run 'demo-mcp db upgrade'$"
+        ):
+            database.require_schema()
+        assert migrations.upgrade(database) == migrations.head_revisions()
+        assert migrations.upgrade(database) == migrations.head_revisions()  # idempotent
+        database.require_schema()
+    finally:
+        database.close()
+
+
+def test_down_and_up_again(sqlite_database: Database) -> None:
+    from alembic import command
+
+    with sqlite_database.engine.begin() as conn:
+        command.downgrade(migrations.alembic_config(conn), "base")
+        assert not TABLES & set(inspect(conn).get_table_names())
+    migrations.upgrade(sqlite_database)
+    sqlite_database.require_schema()
+
+
+def test_unreachable_database_is_unavailable_not_outdated() -> None:
+    database = Database.from_url("postgresql://u:pw@127.0.0.1:1/db")
+    try:
+        with pytest.raises(ServiceUnavailable, match=r"^PostgreSQL connection failed$"):
+            database.require_schema()
+        with pytest.raises(ServiceUnavailable, match=r"^PostgreSQL connection failed$"):
+            migrations.upgrade(database)
+    finally:
+        database.close()
+
+
+def test_locator_prefers_the_packaged_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert migrations.migrations_dir().name == "migrations"  # source tree
+    package = tmp_path / "site-packages" / "mcp_auth"
+    (package / "_migrations").mkdir(parents=True)
+    (package / "_migrations" / "env.py").write_text("")
+    monkeypatch.setattr(migrations, "_PACKAGE_DIR", package)
+    assert migrations.migrations_dir() == package / "_migrations"
+    (package / "_migrations" / "env.py").unlink()
+    with pytest.raises(ConfigError, match="migrations not found"):
+        migrations.migrations_dir()
+
+
+@pytest.mark.parametrize(
+    ("raw", "driver"),
+    [
+        ("postgresql://u:p@db:5432/x", "postgresql+psycopg"),
+        ("postgres://u:p@db/x", "postgresql+psycopg"),
+        ("postgresql+psycopg://u:p@db/x", "postgresql+psycopg"),
+        ("sqlite:///relative.db", "sqlite"),
+    ],
+)
+def test_database_url_normalization(raw: str, driver: str) -> None:
+    assert normalize_url(raw).drivername == driver
+
+
+@pytest.mark.parametrize(
+    "raw", ["mysql://u:secret-pw@h/x", "not a url secret-pw", "sqlite://", "sqlite:///:memory:"]
+)
+def test_unusable_database_urls_are_config_errors(raw: str) -> None:
+    with pytest.raises(ConfigError, match="DATABASE_URL") as caught:
+        normalize_url(raw)
+    assert "secret-pw" not in caught.value.message
+
+
+def test_pool_settings_and_missing_url() -> None:
+    database = Database.from_settings(make_settings(DATABASE_URL="postgresql://u:p@127.0.0.1:1/x"))
+    try:
+        pool = database.engine.pool
+        # Max 10, all kept (no connect/disconnect churn); idle ones are pinged before use.
+        assert (pool.size(), pool._max_overflow) == (10, 0)  # type: ignore[attr-defined]
+        assert database.engine.url.drivername == "postgresql+psycopg"
+    finally:
+        database.close()
+    with pytest.raises(ConfigError, match="DATABASE_URL is not set"):
+        Database.from_settings(make_settings())
