@@ -47,18 +47,12 @@ def fill(database: Database, keyring: Keyring, count: int) -> None:
         assert driver is not None
         with (
             driver.cursor() as cursor,
-            cursor.copy(
-                "COPY tokens (service_id, key, ciphertext, nonce, key_id) FROM STDIN (FORMAT BINARY)"
-            ) as copy,
+            cursor.copy("COPY tokens (service_id, key, ciphertext, nonce, key_id) FROM STDIN (FORMAT BINARY)") as copy,
         ):
             copy.set_types(["text", "text", "bytea", "bytea", "text"])
             for i in range(count):
-                envelope = keyring.encrypt(
-                    "bench", f"user{i}@example.com", f"token-{i}-{secrets.token_hex(16)}"
-                )
-                copy.write_row(
-                    ("bench", f"user{i}@example.com", envelope.ciphertext, envelope.nonce, envelope.key_id)
-                )
+                envelope = keyring.encrypt("bench", f"user{i}@example.com", f"token-{i}-{secrets.token_hex(16)}")
+                copy.write_row(("bench", f"user{i}@example.com", envelope.ciphertext, envelope.nonce, envelope.key_id))
 
 
 async def bench_rotation(database: Database, sizes: list[int]) -> None:
@@ -86,9 +80,7 @@ async def timed(operation: Callable[[], Awaitable[object]], iterations: int) -> 
 
 
 async def bench_get_token(database: Database, iterations: int, concurrency: int) -> None:
-    store = DatabaseTokenStore(
-        database, Keyring(parse_key(generate_key(), name="k")), actor="bench@example.com"
-    )
+    store = DatabaseTokenStore(database, Keyring(parse_key(generate_key(), name="k")), actor="bench@example.com")
     await store.set("bench", "default", "token-" + secrets.token_hex(20))
     sink = DatabaseAuditSink(database)
 
@@ -122,9 +114,7 @@ async def bench_get_token(database: Database, iterations: int, concurrency: int)
 
 
 async def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--iterations", type=int, default=3000)
     parser.add_argument("--sizes", default="10000,100000")
     parser.add_argument("--concurrency", type=int, default=8)
@@ -139,9 +129,7 @@ async def main() -> None:
     admin = create_engine(admin_url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
-    database = Database.from_url(
-        admin_url.set(database=name).render_as_string(hide_password=False), slug="bench"
-    )
+    database = Database.from_url(admin_url.set(database=name).render_as_string(hide_password=False), slug="bench")
     try:
         migrations.upgrade(database)
         with database.engine.connect() as conn:

@@ -18,8 +18,20 @@ from pathlib import Path
 # Built, not written out, so this file does not contain the markers it looks for.
 MARKERS = ("<" * 7 + " ", ">" * 7 + " ")
 SKIP_DIRS = {
-    ".git", ".hg", ".venv", "venv", "node_modules", "__pycache__", ".mypy_cache",
-    ".ruff_cache", ".pytest_cache", ".tox", ".nox", "dist", "build", "site-packages",
+    ".git",
+    ".hg",
+    ".venv",
+    "venv",
+    "node_modules",
+    "__pycache__",
+    ".mypy_cache",
+    ".ruff_cache",
+    ".pytest_cache",
+    ".tox",
+    ".nox",
+    "dist",
+    "build",
+    "site-packages",
 }
 BINARY_SNIFF = 8192
 

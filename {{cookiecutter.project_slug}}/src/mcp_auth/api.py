@@ -124,9 +124,7 @@ async def rotate_key(old_key: str, new_key: str) -> int:
     """
     store = _current().store
     if not isinstance(store, DatabaseTokenStore):
-        raise ReadOnlyStore(
-            f"rotate_key needs MCP_TOKEN_STORE=postgres (the {store.name} store is not encrypted)"
-        )
+        raise ReadOnlyStore(f"rotate_key needs MCP_TOKEN_STORE=postgres (the {store.name} store is not encrypted)")
     return await store.rotate_key(old_key, new_key)
 
 

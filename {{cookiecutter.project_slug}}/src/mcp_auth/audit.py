@@ -77,9 +77,7 @@ class DatabaseAuditSink:
 
     def __init__(self, database: Database) -> None:
         self.database = database
-        self._batches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _GroupCommit] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._batches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _GroupCommit] = weakref.WeakKeyDictionary()
 
     async def record(self, event: AuditEvent) -> None:
         _validate(event)
@@ -114,9 +112,7 @@ class _GroupCommit:
             error: Exception | None = None
             try:
                 # A single event is a single INSERT: on PostgreSQL it runs without BEGIN/COMMIT.
-                await self._database.run(
-                    functools.partial(append_all, events=events), autocommit=len(events) == 1
-                )
+                await self._database.run(functools.partial(append_all, events=events), autocommit=len(events) == 1)
             except Exception as exc:
                 error = exc
             for _, future in batch:
@@ -196,9 +192,7 @@ def append(conn: Connection, event: AuditEvent) -> None:
     if conn.dialect.name == "postgresql":
         conn.execute(_pg_insert(), values)  # the chain trigger fills id, prev_hash, hash
         return
-    head = conn.execute(
-        select(audit_log.c.id, audit_log.c.hash).order_by(audit_log.c.id.desc()).limit(1)
-    ).first()
+    head = conn.execute(select(audit_log.c.id, audit_log.c.hash).order_by(audit_log.c.id.desc()).limit(1)).first()
     row_id = head.id + 1 if head else 1
     prev_hash = head.hash if head else GENESIS_HASH
     digest = chain_hash(
@@ -292,9 +286,7 @@ class AuditRecord:
     detail: str | None
 
 
-async def list_events(
-    database: Database, *, limit: int = 50, service: str | None = None
-) -> list[AuditRecord]:
+async def list_events(database: Database, *, limit: int = 50, service: str | None = None) -> list[AuditRecord]:
     """The newest ``limit`` rows (optionally of one service), oldest first."""
     from mcp_auth.db import as_utc
     from mcp_auth.models import audit_log

@@ -126,8 +126,13 @@ class McpAuthSettings(BaseSettings):
         return value
 
     @field_validator(
-        "port", "host", "token_cache_ttl", "infisical_host", "infisical_environment",
-        "infisical_secret_path", mode="before",
+        "port",
+        "host",
+        "token_cache_ttl",
+        "infisical_host",
+        "infisical_environment",
+        "infisical_secret_path",
+        mode="before",
     )
     @classmethod
     def _blank_is_default(cls, value: object, info: ValidationInfo) -> object:

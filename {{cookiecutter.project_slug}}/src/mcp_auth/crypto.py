@@ -109,9 +109,7 @@ class Keyring:
                 "MCP_AUTH_ENCRYPTION_KEY is not set (generate one with "
                 f"'{slug} keygen'; MCP_AUTH_PREVIOUS_KEYS only adds old keys to it)"
             )
-        current = parse_key(
-            settings.encryption_key.get_secret_value(), name="MCP_AUTH_ENCRYPTION_KEY", slug=slug
-        )
+        current = parse_key(settings.encryption_key.get_secret_value(), name="MCP_AUTH_ENCRYPTION_KEY", slug=slug)
         return cls(current, previous)
 
     @property
@@ -133,9 +131,7 @@ class Keyring:
         # A fresh random 96-bit nonce per write; with one key that is safe far beyond any
         # realistic number of token writes (the GCM birthday bound is ~2**32 messages).
         nonce = secrets.token_bytes(NONCE_BYTES)
-        ciphertext = self._ciphers[self.current_id].encrypt(
-            nonce, plaintext.encode("utf-8"), _aad(service, key)
-        )
+        ciphertext = self._ciphers[self.current_id].encrypt(nonce, plaintext.encode("utf-8"), _aad(service, key))
         return Envelope(self.current_id, nonce, ciphertext)
 
     def decrypt(self, service: str, key: str, envelope: Envelope) -> str:

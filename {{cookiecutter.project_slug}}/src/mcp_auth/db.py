@@ -66,9 +66,7 @@ def normalize_url(raw: str) -> URL:
     if backend == "sqlite":
         if url.database in (None, "", ":memory:"):
             # Each pooled connection would get its own empty in-memory database.
-            raise ConfigError(
-                "DATABASE_URL: in-memory SQLite is not supported; use sqlite:///path/to/file.db"
-            )
+            raise ConfigError("DATABASE_URL: in-memory SQLite is not supported; use sqlite:///path/to/file.db")
         return url.set(drivername="sqlite")
     raise ConfigError(f"DATABASE_URL must be a PostgreSQL or SQLite URL ({_URL_HELP})")
 
@@ -159,9 +157,7 @@ class Database:
     @classmethod
     def from_url(cls, raw_url: str, *, slug: str = "mcp-server") -> Database:
         url = normalize_url(raw_url)
-        engine = (
-            _postgres_engine(url, slug) if url.get_backend_name() == "postgresql" else _sqlite_engine(url)
-        )
+        engine = _postgres_engine(url, slug) if url.get_backend_name() == "postgresql" else _sqlite_engine(url)
         return cls(engine, slug=slug)
 
     @property
@@ -174,9 +170,7 @@ class Database:
 
     # ----- running work --------------------------------------------------------------------
 
-    async def run(
-        self, work: Callable[[Connection], T], *, autocommit: bool = False, retry: bool = False
-    ) -> T:
+    async def run(self, work: Callable[[Connection], T], *, autocommit: bool = False, retry: bool = False) -> T:
         """Run ``work(connection)`` in one transaction on a worker thread.
 
         ``autocommit=True`` is for work whose statements each stand alone: on PostgreSQL they
@@ -186,9 +180,7 @@ class Database:
         call = functools.partial(self.run_sync, work, autocommit=autocommit, retry=retry)
         return await anyio.to_thread.run_sync(call)
 
-    def run_sync(
-        self, work: Callable[[Connection], T], *, autocommit: bool = False, retry: bool = False
-    ) -> T:
+    def run_sync(self, work: Callable[[Connection], T], *, autocommit: bool = False, retry: bool = False) -> T:
         try:
             try:
                 return self._attempt(work, autocommit)

@@ -68,9 +68,7 @@ audit_log = Table(
     Column("detail", Text, nullable=True),
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False),
-    CheckConstraint(
-        "action IN ('get_token', 'set_token', 'delete_token', 'rotate_key', 'import_env')", name="action"
-    ),
+    CheckConstraint("action IN ('get_token', 'set_token', 'delete_token', 'rotate_key', 'import_env')", name="action"),
     CheckConstraint("result IN ('success', 'failure')", name="result"),
     Index(None, "service_id", "at"),
 )

@@ -66,11 +66,7 @@ async def test_log_sink_writes_json_lines(caplog: pytest.LogCaptureFixture) -> N
         await LogAuditSink().record(event(1, result="failure", detail="not found"))
     (record,) = caplog.records
     payload = json.loads(record.getMessage().removeprefix("audit "))
-    assert (
-        payload["action"] == "get_token"
-        and payload["result"] == "failure"
-        and payload["detail"] == "not found"
-    )
+    assert payload["action"] == "get_token" and payload["result"] == "failure" and payload["detail"] == "not found"
     assert record.audit == payload  # type: ignore[attr-defined]
 
 
@@ -154,9 +150,7 @@ async def test_tampering_is_detected_at_the_first_broken_row(database: Database,
         expected = 3
     elif how == "edit and re-hash":
         row = all_rows(database)[2]
-        forged = chain_hash(
-            row.prev_hash, 3, row.at, "demo", "get_token", row.token_key, "x", "success", None
-        )
+        forged = chain_hash(row.prev_hash, 3, row.at, "demo", "get_token", row.token_key, "x", "success", None)
         tamper(database, update(audit_log).where(audit_log.c.id == 3).values(user_email="x", hash=forged))
         expected = 4  # row 3 is self-consistent now, but row 4 still points at its old hash
     else:

@@ -115,9 +115,7 @@ def test_operator_session_leaves_no_secret_anywhere(pg: Vault) -> None:
     pg.ok("tokens", "set", "demo", "alice@example.com", input=token)
 
     # Roll-out rotation: new key current, old key previous.
-    rotated = pg.ok(
-        "tokens", "rotate-key", MCP_AUTH_ENCRYPTION_KEY=second_key, MCP_AUTH_PREVIOUS_KEYS=first_key
-    ).stdout
+    rotated = pg.ok("tokens", "rotate-key", MCP_AUTH_ENCRYPTION_KEY=second_key, MCP_AUTH_PREVIOUS_KEYS=first_key).stdout
     assert rotated.startswith(f"re-encrypted 2 tokens under key id {kid(second_key)} in ")
     pg.key = second_key
     assert pg.ok("tokens", "get", "demo", "default").stdout == env_token + "\n"
@@ -209,8 +207,7 @@ def test_decryption_failure_names_the_key_id(lite: Vault) -> None:
             ("tokens", "set", "demo", "default"),
             {"MCP_AUTH_ENCRYPTION_KEY": "short"},
             "v",
-            "error: MCP_AUTH_ENCRYPTION_KEY is not a base64-encoded 32-byte key "
-            "(generate one with 'demo-mcp keygen')",
+            "error: MCP_AUTH_ENCRYPTION_KEY is not a base64-encoded 32-byte key (generate one with 'demo-mcp keygen')",
         ),
         (
             ("tokens", "get", "demo", "nope"),
@@ -251,16 +248,12 @@ def test_user_errors_are_one_line(
 
 def test_outdated_schema_says_to_upgrade(tmp_path) -> None:
     vault = Vault(f"sqlite:///{tmp_path / 'new.db'}")
-    assert (
-        vault.error("tokens", "list") == "error: database schema is not up to date: run 'demo-mcp db upgrade'"
-    )
+    assert vault.error("tokens", "list") == "error: database schema is not up to date: run 'demo-mcp db upgrade'"
     vault.ok("db", "upgrade")
     assert vault.ok("tokens", "list").stderr == "no tokens stored\n"
 
 
-@pytest.mark.parametrize(
-    "args", [("tokens", "set", "demo"), ("tokens", "frobnicate"), ("keys", "revoke", "x")]
-)
+@pytest.mark.parametrize("args", [("tokens", "set", "demo"), ("tokens", "frobnicate"), ("keys", "revoke", "x")])
 def test_usage_errors_exit_2(lite: Vault, args: tuple[str, ...]) -> None:
     assert lite.run(*args).exit_code == 2
 

@@ -93,9 +93,7 @@ async def test_ciphertext_copied_to_another_row_fails(database: Database) -> Non
     await store.set("demo", "bob", "bob-token")
     alice = next(r for r in rows(database) if r.key == "alice")
     with database.engine.begin() as conn:
-        conn.execute(
-            update(tokens).where(tokens.c.key == "bob").values(ciphertext=alice.ciphertext, nonce=alice.nonce)
-        )
+        conn.execute(update(tokens).where(tokens.c.key == "bob").values(ciphertext=alice.ciphertext, nonce=alice.nonce))
     with pytest.raises(DecryptionError, match="demo/bob"):
         await store.get("demo", "bob")
 
@@ -267,9 +265,7 @@ async def test_writers_racing_a_rotation_never_use_the_retired_key(postgres_data
 async def test_check_reports_what_is_missing(database: Database) -> None:
     key = generate_key()
     store = make_store(database, key)
-    with pytest.raises(
-        ServiceUnavailable, match=r"no token stored for demo/default \(run 'demo-mcp tokens set"
-    ):
+    with pytest.raises(ServiceUnavailable, match=r"no token stored for demo/default \(run 'demo-mcp tokens set"):
         await store.check()
     await store.set("demo", "default", "v")
     await store.check()

@@ -122,9 +122,7 @@ async def test_cache_hit_within_ttl_sends_one_request(
     assert (fake.login_count, fake.read_count) == (1, 1)
 
 
-async def test_expired_entry_is_refetched(
-    fake: FakeInfisical, make_store: StoreFactory, clock: Clock
-) -> None:
+async def test_expired_entry_is_refetched(fake: FakeInfisical, make_store: StoreFactory, clock: Clock) -> None:
     store = make_store(cache_ttl=300)
     await store.get("coda", "default")
     fake.set_secret(NAME, "rotated-value")
@@ -210,9 +208,7 @@ async def test_relogin_when_a_read_returns_401(fake: FakeInfisical, make_store: 
     assert (fake.login_count, fake.read_count) == (2, 3)
 
 
-async def test_relogin_when_infisical_says_the_token_expired(
-    fake: FakeInfisical, make_store: StoreFactory
-) -> None:
+async def test_relogin_when_infisical_says_the_token_expired(fake: FakeInfisical, make_store: StoreFactory) -> None:
     store = make_store()
     await store.get("coda", "default")
     fake.expire_tokens()  # real Infisical: 403 {"error": "TokenError"}
@@ -301,10 +297,7 @@ async def test_missing_folder_or_environment(make_store: StoreFactory) -> None:
 async def test_unreachable(fake: FakeInfisical, make_store: StoreFactory) -> None:
     fake.go_down()
 
-    assert (
-        await unavailable(make_store())
-        == f"Infisical unreachable (connection to {fake.url} failed: ConnectError)"
-    )
+    assert await unavailable(make_store()) == f"Infisical unreachable (connection to {fake.url} failed: ConnectError)"
 
 
 @pytest.mark.parametrize("endpoint", ["login", "read"])
@@ -349,9 +342,7 @@ async def test_rejected_api_key(fake: FakeInfisical, make_store: StoreFactory) -
     assert fake.login_count == 0
 
 
-async def test_slow_server_does_not_hang_past_the_timeout(
-    fake: FakeInfisical, make_store: StoreFactory
-) -> None:
+async def test_slow_server_does_not_hang_past_the_timeout(fake: FakeInfisical, make_store: StoreFactory) -> None:
     fake.delay = 3.0
     store = make_store(connect_timeout=0.3, read_timeout=0.3)
 

@@ -46,9 +46,7 @@ def test_own_version_table_leaves_alembic_version_to_the_project(database: Datab
 def test_fresh_sqlite_needs_upgrade_then_passes(tmp_path: Path) -> None:
     database = Database.from_url(f"sqlite:///{tmp_path / 'fresh.db'}", slug="demo-mcp")
     try:
-        with pytest.raises(
-            ConfigError, match=r"^database schema is not up to date: run 'demo-mcp db upgrade'$"
-        ):
+        with pytest.raises(ConfigError, match=r"^database schema is not up to date: run 'demo-mcp db upgrade'$"):
             database.require_schema()
         assert migrations.upgrade(database) == migrations.head_revisions()
         assert migrations.upgrade(database) == migrations.head_revisions()  # idempotent
@@ -103,9 +101,7 @@ def test_database_url_normalization(raw: str, driver: str) -> None:
     assert normalize_url(raw).drivername == driver
 
 
-@pytest.mark.parametrize(
-    "raw", ["mysql://u:secret-pw@h/x", "not a url secret-pw", "sqlite://", "sqlite:///:memory:"]
-)
+@pytest.mark.parametrize("raw", ["mysql://u:secret-pw@h/x", "not a url secret-pw", "sqlite://", "sqlite:///:memory:"])
 def test_unusable_database_urls_are_config_errors(raw: str) -> None:
     with pytest.raises(ConfigError, match="DATABASE_URL") as caught:
         normalize_url(raw)

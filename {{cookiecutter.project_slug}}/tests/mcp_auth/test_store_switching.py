@@ -103,3 +103,81 @@ async def test_infisical_missing_secret_names_it(infisical: FakeInfisical) -> No
     response = await post_tool_call(build(**infisical_env(infisical, INFISICAL_SECRET_NAME="NOPE_TOKEN")))
     assert response.status_code == 503
     assert response.json()["message"] == "secret NOPE_TOKEN not found in Infisical (project proj-1, environment prod)"
+
+
+# ----- PostgreSQL (and SQLite): the same app, DATABASE_URL + MCP_AUTH_ENCRYPTION_KEY --------------
+
+KEY = "q83vEjRWeJq83vEjRWeJq83vEjRWeJq83vEjRWeJq80="  # test-only: base64 of 32 bytes
+
+
+@pytest.fixture(params=["postgres", "sqlite"])
+def db_url(request: pytest.FixtureRequest) -> str:
+    if request.param == "postgres":
+        request.getfixturevalue("postgres_database")  # emptied tables for this test
+        return str(request.getfixturevalue("database_url"))
+    return str(request.getfixturevalue("sqlite_url"))
+
+
+def db_env(url: str, **extra: str) -> dict[str, str]:
+    return {"MCP_TOKEN_STORE": "postgres", "DATABASE_URL": url, "MCP_AUTH_ENCRYPTION_KEY": KEY, **extra}
+
+
+async def test_database_store_prefers_the_callers_own_token(db_url: str) -> None:
+    from mcp_auth.audit import list_events
+
+    app = build(**db_env(db_url))
+    store = app.state.runtime.store
+    await store.set("demo", "default", "shared-token-000")
+    assert await call(app) == {"key": "default", "token": "shared-token-000"}
+    await store.set("demo", "ci-bot", "ci-bots-own-token-000")
+    assert await call(app) == {"key": "ci-bot", "token": "ci-bots-own-token-000"}
+    events = [e for e in await list_events(app.state.runtime.database) if e.action == "get_token"]
+    assert [(e.token_key, e.user_email, e.result) for e in events[-2:]] == [
+        ("default", "ci-bot", "success"),
+        ("ci-bot", "ci-bot", "success"),
+    ]
+
+
+async def test_tokens_survive_a_restart(db_url: str) -> None:
+    first = build(**db_env(db_url))
+    await first.state.runtime.store.set("demo", "default", "persistent-token-1")
+    await first.state.runtime.close()
+    assert (await call(build(**db_env(db_url))))["token"] == "persistent-token-1"
+
+
+async def test_nothing_stored_is_a_clear_tool_error_not_a_500(db_url: str) -> None:
+    from fastmcp.exceptions import ToolError
+
+    app = build(**db_env(db_url))
+    async with running(app), mcp_client(app, AUTH) as client:
+        with pytest.raises(ToolError, match="no demo token is stored for 'ci-bot' or 'default'"):
+            await client.call_tool("upstream_token", {})
+
+
+async def test_api_key_authenticates_and_revocation_is_immediate(db_url: str) -> None:
+    from mcp_auth.api_keys import ApiKeyStore
+
+    app = build(**db_env(db_url))
+    await app.state.runtime.store.set("demo", "default", "shared-token-000")
+    keys = ApiKeyStore(app.state.runtime.database)
+    created = await keys.create("dev@example.com")
+    headers = {**MCP_HEADERS, "Authorization": f"Bearer {created.key}"}
+    body = jsonrpc("tools/call", {"name": "upstream_token", "arguments": {}})
+    async with running(app) as http:
+        ok = await http.post("/mcp", json=body, headers=headers)
+        await keys.revoke(created.id)
+        revoked = await http.post("/mcp", json=body, headers=headers)
+    assert ok.status_code == 200
+    assert revoked.status_code == 401 and revoked.json() == {"error": "unauthorized", "message": "API key revoked"}
+
+
+async def test_database_down_is_503_with_no_dsn() -> None:
+    url = "postgresql://app:db-password-123@127.0.0.1:1/app"
+    app = build(**db_env(url))
+    response = await post_tool_call(app)
+    async with running(app) as http:
+        status = await http.get("/status")
+    for answer in (response, status):
+        assert answer.status_code == 503
+        assert answer.json() == {"error": "service_unavailable", "message": "PostgreSQL connection failed"}
+        assert "db-password-123" not in answer.text and "127.0.0.1" not in answer.text

@@ -42,9 +42,6 @@ def build_cli(project: ProjectInfo, app_factory: str) -> typer.Typer:
 
     @cli.callback()
     def root(ctx: typer.Context) -> None:
-        from mcp_auth import api
-
-        api.configure(project)  # so mcp_auth.get_token() & co. know this project's names
         ctx.obj = CliState(project=project, app_factory=app_factory)
 
     @cli.command()

@@ -25,9 +25,7 @@ app = typer.Typer(no_args_is_help=True, help="Database schema: upgrade.")
 
 
 @contextmanager
-def open_database(
-    ctx: typer.Context, *, require_schema: bool = True
-) -> Iterator[tuple[McpAuthSettings, Database]]:
+def open_database(ctx: typer.Context, *, require_schema: bool = True) -> Iterator[tuple[McpAuthSettings, Database]]:
     """The settings and an open Database; closed on exit. Exit 1 when it cannot be used."""
     settings = state(ctx).settings()
     if settings.database_url is None:

@@ -10,9 +10,7 @@ from mcp_auth.api_keys import ApiKeyStore, valid_email
 from mcp_auth.cli.db import call, open_database, print_table, when
 from mcp_auth.cli.state import fail
 
-app = typer.Typer(
-    no_args_is_help=True, help="API keys callers present as bearer tokens: create, list, revoke."
-)
+app = typer.Typer(no_args_is_help=True, help="API keys callers present as bearer tokens: create, list, revoke.")
 
 
 @app.command()
@@ -61,9 +59,7 @@ def list_keys(ctx: typer.Context) -> None:
 
 
 @app.command()
-def revoke(
-    ctx: typer.Context, key_id: Annotated[int, typer.Argument(metavar="ID", help="From 'keys list'.")]
-) -> None:
+def revoke(ctx: typer.Context, key_id: Annotated[int, typer.Argument(metavar="ID", help="From 'keys list'.")]) -> None:
     """Revoke a key; callers using it get 401 from their next request."""
     with open_database(ctx) as (_, database):
         found = call(lambda: ApiKeyStore(database).revoke(key_id))

@@ -31,9 +31,7 @@ app = typer.Typer(
 )
 
 Service = Annotated[str, typer.Argument(help="Upstream service id, e.g. the project's service name.")]
-Key = Annotated[
-    str, typer.Argument(help=f"Token key: a caller identity, or '{DEFAULT_KEY}' for the shared token.")
-]
+Key = Annotated[str, typer.Argument(help=f"Token key: a caller identity, or '{DEFAULT_KEY}' for the shared token.")]
 
 
 @contextmanager
@@ -155,9 +153,7 @@ def rotate_key(
     ctx: typer.Context,
     from_stdin: Annotated[
         bool,
-        typer.Option(
-            "--stdin", help="Read two lines, the old key then the new key, and ignore the env keys."
-        ),
+        typer.Option("--stdin", help="Read two lines, the old key then the new key, and ignore the env keys."),
     ] = False,
 ) -> None:
     """Re-encrypt every token under MCP_AUTH_ENCRYPTION_KEY, reading rows written with any key in
@@ -204,8 +200,7 @@ def import_env(
         verb = "replace" if any(t.key == DEFAULT_KEY for t in existing) else "create"
         if dry_run:
             typer.echo(
-                f"dry run: would {verb} {service}/{DEFAULT_KEY} from {variable} "
-                f"(sha256 {digest}); nothing written"
+                f"dry run: would {verb} {service}/{DEFAULT_KEY} from {variable} (sha256 {digest}); nothing written"
             )
             return
         with _progress("importing") as progress:

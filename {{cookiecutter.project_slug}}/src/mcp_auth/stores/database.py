@@ -339,9 +339,7 @@ class DatabaseTokenStore:
             _apply(conn, updates, target_id)
             if retire:
                 conn.execute(
-                    _insert(conn, retired)
-                    .values([{"key_id": kid} for kid in retire])
-                    .on_conflict_do_nothing()
+                    _insert(conn, retired).values([{"key_id": kid} for kid in retire]).on_conflict_do_nothing()
                 )
             conn.execute(delete(retired).where(retired.c.key_id == target_id))
             return "success", f"re-encrypted {len(updates)} tokens under key id {target_id}", len(updates)

@@ -222,9 +222,7 @@ class InfisicalStore:
         response = await self._read_secret(token)
         if _token_rejected(response) and self._universal_auth:
             # Revoked, or expired earlier than expiresIn said (clock skew): log in once more.
-            logger.info(
-                "Infisical rejected the access token (HTTP %s); logging in again", response.status_code
-            )
+            logger.info("Infisical rejected the access token (HTTP %s); logging in again", response.status_code)
             self._forget(token)
             token = await self._access_token()
             response = await self._read_secret(token)
@@ -237,9 +235,7 @@ class InfisicalStore:
         if self._login_lock is None:
             self._login_lock = asyncio.Lock()
         async with self._login_lock:
-            if self._access is None or (
-                self._access.renew_at is not None and self._clock() >= self._access.renew_at
-            ):
+            if self._access is None or (self._access.renew_at is not None and self._clock() >= self._access.renew_at):
                 self._access = await self._login()
             return self._access.value
 
@@ -336,9 +332,7 @@ class InfisicalStore:
             async with asyncio.timeout(self._deadline):
                 return await self._client.request(method, path, **kwargs)
         except (httpx.TimeoutException, TimeoutError):
-            raise ServiceUnavailable(
-                f"Infisical unreachable (request to {self._base_url} timed out)"
-            ) from None
+            raise ServiceUnavailable(f"Infisical unreachable (request to {self._base_url} timed out)") from None
         except httpx.HTTPError as exc:
             # Connection refused, DNS failure, TLS error, reset: the class name is diagnostic
             # enough, and unlike str(exc) it can carry no URL or credential.

@@ -67,9 +67,7 @@ def database_url() -> Iterator[str]:
     except SQLAlchemyError as exc:
         admin.dispose()
         orig = getattr(exc, "orig", exc)
-        pytest.fail(
-            f"TEST_DATABASE_URL: cannot create a test database ({type(orig).__name__})", pytrace=False
-        )
+        pytest.fail(f"TEST_DATABASE_URL: cannot create a test database ({type(orig).__name__})", pytrace=False)
     test_url = url.set(database=name).render_as_string(hide_password=False)
     try:
         _migrate(test_url)

@@ -1,0 +1,47 @@
+"""The console script as an operator runs it (a real process): secrets on stdin, one-line errors,
+exit codes. Each command is tested in depth in-process in tests/mcp_auth/test_cli_vault.py."""
+
+from __future__ import annotations
+
+import base64
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from {{ cookiecutter.package_name }}.project import PROJECT
+
+
+def cli(*args: str, env: dict[str, str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    script = Path(sys.executable).parent / PROJECT.slug
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "{{ cookiecutter.package_name }}"]
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("MCP_", "CF_ACCESS_", "INFISICAL_"))}
+    clean.pop("DATABASE_URL", None)
+    return subprocess.run(
+        [*command, *args], env={**clean, **env}, input=stdin, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_operator_session(tmp_path: Path) -> None:
+    key = cli("keygen", env={}).stdout.strip()
+    assert len(base64.b64decode(key)) == 32
+    env = {
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'vault.db'}",
+        "MCP_AUTH_ENCRYPTION_KEY": key,
+        "MCP_OPERATOR_EMAIL": "ops@example.com",
+    }
+    assert cli("db", "upgrade", env=env).returncode == 0
+    secret = "operator-typed-secret-value-1"
+    stored = cli("tokens", "set", PROJECT.service_name, "default", env=env, stdin=secret + "\n")
+    assert stored.returncode == 0, stored.stderr
+    got = cli("tokens", "get", PROJECT.service_name, "default", env=env)
+    assert (got.returncode, got.stdout.strip()) == (0, secret)
+
+    other_key = {**env, "MCP_AUTH_ENCRYPTION_KEY": base64.b64encode(b"k" * 32).decode()}
+    wrong = cli("tokens", "get", PROJECT.service_name, "default", env=other_key)
+    assert wrong.returncode == 1
+    assert len(wrong.stderr.strip().splitlines()) == 1 and "Traceback" not in wrong.stderr
+    assert "Invalid encryption key" in wrong.stderr and secret not in wrong.stderr
+
+    usage = cli("tokens", "set", env=env)
+    assert usage.returncode == 2
