@@ -8,7 +8,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from conftest import COMBINATIONS, TEMPLATE, BakedProject
 
 EXPECTED_FILES = [
@@ -36,7 +35,9 @@ LEFTOVER = re.compile(r"\{\{\s*cookiecutter|\{%-?\s*(raw|endraw|if|endif|for|end
 
 
 @pytest.mark.parametrize(("auth_mode", "token_store"), COMBINATIONS)
-def test_every_combination_bakes_complete_and_lint_clean(bake, auth_mode: str, token_store: str) -> None:
+def test_every_combination_bakes_complete_and_lint_clean(
+    bake, installed_bin: Path, auth_mode: str, token_store: str
+) -> None:
     project = bake(auth_mode=auth_mode, token_store=token_store)
     package = project.package
     for relative in [*EXPECTED_FILES, f"src/{package}/app.py", f"src/{package}/cli.py",
@@ -49,8 +50,11 @@ def test_every_combination_bakes_complete_and_lint_clean(bake, auth_mode: str, t
     project_py = project.read(f"src/{package}/project.py")
     assert f'default_auth_mode="{auth_mode}"' in project_py
     assert f'default_token_store="{token_store}"' in project_py
-    ruff = subprocess.run(["ruff", "check", "."], cwd=project.path, capture_output=True, text=True)
-    assert ruff.returncode == 0, ruff.stdout + ruff.stderr
+    ruff = str(installed_bin / "ruff")  # the project's locked ruff, as its CI runs it
+    for command in ([ruff, "check", "."], [ruff, "format", "--check", "."]):
+        result = subprocess.run(command, cwd=project.path, capture_output=True, text=True)
+        assert result.returncode == 0, result.stdout + result.stderr
+    project.typecheck(installed_bin / "mypy")  # strict mypy: raises with its report on any error
 
 
 def test_shared_module_is_byte_identical_to_the_template(bake) -> None:

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from helpers_deploy import (
     COMBINATIONS,
     COMPOSE_VARS,

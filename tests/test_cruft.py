@@ -18,8 +18,9 @@ from pathlib import Path
 
 import cruft
 import pytest
-
+from conftest import BakedProject
 from helpers_deploy import TEMPLATE_DIR, run
+from test_generated_projects import check_installed_project
 
 TEMPLATE_PARTS = ["cookiecutter.json", "hooks", "{{cookiecutter.project_slug}}"]
 IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", ".venv", ".mypy_cache", ".ruff_cache",
@@ -162,3 +163,19 @@ def test_conflicting_edit_is_caught_by_the_merge_check(template: Repo, tmp_path:
     assert re.search(r"^\s+Dockerfile(\.rej)?:", output, re.MULTILINE), output
     # The unrelated template change still arrived.
     assert (project.path / "src/mcp_auth/v2_feature.py").exists()
+
+
+@pytest.mark.slow
+def test_updated_project_installs_and_passes_its_own_suite(
+    template: Repo, tmp_path: Path, database_url: str
+) -> None:
+    """After v1 -> user tool -> v2 -> cruft update, the project is still one that works."""
+    project = cruft_create(template, tmp_path / "out")
+    (project.path / USER_TOOL).write_text(USER_TOOL_TEXT)
+    project.commit_all("add my tool")
+    template_v2(template)
+    cruft_update(project)
+    context = json.loads((project.path / ".cruft.json").read_text())["context"]["cookiecutter"]
+    updated = BakedProject(project.path, context)
+    check_installed_project(updated, database_url, "cruft-updated both/env")
+    assert updated.run("python", "-c", "from mcp_auth.v2_feature import FEATURE; print(FEATURE)").stdout

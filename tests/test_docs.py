@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from helpers_deploy import TEMPLATE_DIR, bake_project
 
 DOCS = TEMPLATE_DIR / "docs"

@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 import yaml
-
 from helpers_deploy import (
     AUTH_MODES,
     TEMPLATE_DIR,

@@ -86,6 +86,6 @@ async def test_unreachable_upstream_is_a_tool_error(monkeypatch: pytest.MonkeyPa
 
 async def test_baked_defaults_are_the_env_defaults() -> None:
     settings = load_settings(PROJECT, environ={})
-    assert settings.auth_mode == "both"
-    assert settings.token_store == "env"
-    assert settings.port == 8080
+    assert settings.auth_mode == "{{ cookiecutter.auth_mode }}"
+    assert settings.token_store == "{{ cookiecutter.token_store }}"
+    assert settings.port == {{ cookiecutter.http_port }}

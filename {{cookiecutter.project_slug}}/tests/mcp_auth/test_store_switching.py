@@ -181,3 +181,20 @@ async def test_database_down_is_503_with_no_dsn() -> None:
         assert answer.status_code == 503
         assert answer.json() == {"error": "service_unavailable", "message": "PostgreSQL connection failed"}
         assert "db-password-123" not in answer.text and "127.0.0.1" not in answer.text
+
+
+async def test_sighup_picks_up_a_rotated_infisical_secret_without_restart(infisical: FakeInfisical) -> None:
+    import asyncio
+    import os
+    import signal
+
+    app = build(**infisical_env(infisical, MCP_TOKEN_CACHE_TTL="3600"))
+    async with running(app), mcp_client(app, AUTH) as client:
+        first = await client.call_tool("upstream_token", {})
+        infisical.set_secret("DEMO_API_TOKEN", "rotated-in-infisical-456")
+        cached = await client.call_tool("upstream_token", {})
+        os.kill(os.getpid(), signal.SIGHUP)  # the server's lifespan installed the handler
+        await asyncio.sleep(0.05)
+        refreshed = await client.call_tool("upstream_token", {})
+    assert first.data["token"] == cached.data["token"] == "token-from-infisical-123"
+    assert refreshed.data["token"] == "rotated-in-infisical-456"
