@@ -32,6 +32,16 @@ def _uv_cache_dir() -> str | None:
 
 UV_CACHE_DIR = os.environ.get("UV_CACHE_DIR") or _uv_cache_dir()
 
+TIMINGS: list[str] = []
+"""Wall times the slow tests measured; printed in the terminal summary (never asserted)."""
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if TIMINGS:
+        terminalreporter.section("measured wall times")
+        for line in TIMINGS:
+            terminalreporter.write_line(line)
+
 
 def clean_env(**extra: str) -> dict[str, str]:
     """The environment a user's shell would have: none of the template venv's, none of our MCP vars."""

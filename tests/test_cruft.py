@@ -178,4 +178,5 @@ def test_updated_project_installs_and_passes_its_own_suite(
     context = json.loads((project.path / ".cruft.json").read_text())["context"]["cookiecutter"]
     updated = BakedProject(project.path, context)
     check_installed_project(updated, database_url, "cruft-updated both/env")
-    assert updated.run("python", "-c", "from mcp_auth.v2_feature import FEATURE; print(FEATURE)").stdout
+    probe = "from mcp_auth.v2_feature import FEATURE; print(FEATURE)"
+    assert updated.run("uv", "run", "--locked", "python", "-c", probe).stdout.strip() == "added in v2"

@@ -11,7 +11,7 @@ import time
 
 import httpx
 import pytest
-from conftest import BakedProject, free_port
+from conftest import TIMINGS, BakedProject, free_port
 
 INSTALLED = [("bearer", "postgres"), ("cloudflare", "infisical")]
 
@@ -29,7 +29,7 @@ def check_installed_project(project: BakedProject, database_url: str, label: str
     result = project.run_tests(env={"TEST_DATABASE_URL": database_url, "CI": "true"})
     suite = time.perf_counter() - started
     summary = result.stdout.strip().splitlines()[-1]
-    print(f"\n[{label}] install {installed:.1f}s, mypy {mypy_time:.1f}s, suite {suite:.1f}s: {summary}")
+    TIMINGS.append(f"[{label}] install {installed:.1f}s, mypy {mypy_time:.1f}s, suite {suite:.1f}s: {summary}")
     assert " passed" in summary and "failed" not in summary and "error" not in summary
     assert "skipped" not in summary, "a generated suite must not skip anything when PostgreSQL is available"
 
@@ -51,6 +51,7 @@ def test_scaffold_to_health_as_the_image_runs_it(bake) -> None:
     started = time.perf_counter()
     port = free_port()
     project: BakedProject = bake(auth_mode="bearer", token_store="env", http_port=str(port))
+    TIMINGS.append(f"bake (cookiecutter, hooks included): {time.perf_counter() - started:.1f}s")
     project.install()
     image_env = dockerfile_runtime_env(project.read("Dockerfile"))
     assert image_env["MCP_HOST"] == "0.0.0.0" and image_env["MCP_PORT"] == str(port)
@@ -68,7 +69,7 @@ def test_scaffold_to_health_as_the_image_runs_it(bake) -> None:
                 time.sleep(0.2)
         elapsed = time.perf_counter() - started
         assert response is not None, server.stdout.read() if server.stdout else "no output"
-        print(f"\nscaffold -> install -> /health answering: {elapsed:.1f}s")
+        TIMINGS.append(f"scaffold -> install -> /health answering: {elapsed:.1f}s")
         assert response.json() == {"status": "ok", "service": project.slug, "auth": "bearer", "token_storage": "env"}
     finally:
         server.terminate()
