@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import getpass
 import ipaddress
+import logging
 import os
 import socket
 from dataclasses import dataclass
@@ -16,6 +17,8 @@ from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from mcp_auth.errors import ConfigError
+
+logger = logging.getLogger("mcp_auth.config")
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -175,9 +178,11 @@ class McpAuthSettings(BaseSettings):
                     f"MCP_BEARER_TOKENS entry {index} is not name=token (use comma-separated name=token pairs)"
                 )
             if len(token) < 16:
-                raise ConfigError(
-                    f"MCP_BEARER_TOKENS token for {name!r} is shorter than 16 characters; "
-                    "generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+                # Not refused (it is the operator's secret to choose), but said loudly.
+                logger.warning(
+                    "MCP_BEARER_TOKENS token for %r is shorter than 16 characters; use a long random one "
+                    "(python -c 'import secrets; print(secrets.token_urlsafe(32))')",
+                    name,
                 )
             tokens[token] = name
         return tokens
