@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -103,11 +104,22 @@ def test_unauthenticated_request_gets_401_json(server: tuple[str, subprocess.Pop
 
 
 def test_logs_are_json_and_hold_no_secrets(server: tuple[str, subprocess.Popen[str]]) -> None:
+    """Runs last against the shared process: it stops the server to read everything it logged."""
     url, process = server
     httpx.post(f"{url}/mcp", json={}, headers={"Authorization": "Bearer wrong-token-000000000000"})
+    failing_tool = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "tools/call",
+        "params": {"name": "upstream_get", "arguments": {"path": "x"}},
+    }
+    headers = {"Authorization": f"Bearer {DEMO_BEARER}", "Accept": "application/json, text/event-stream"}
+    assert httpx.post(f"{url}/mcp", json=failing_tool, headers=headers).json()["result"]["isError"] is True
     process.terminate()
     output = process.communicate(timeout=10)[0]
-    assert '"message": "authentication rejected"' in output
+    lines = [json.loads(line) for line in output.splitlines() if line.strip()]  # every line is JSON
+    assert any(line["message"] == "authentication rejected" for line in lines)
+    assert any(line["logger"].startswith("fastmcp") for line in lines), "FastMCP's own logs are JSON too"
     for secret in (DEMO_BEARER, UPSTREAM_TOKEN, "wrong-token-000000000000"):
         assert secret not in output
 

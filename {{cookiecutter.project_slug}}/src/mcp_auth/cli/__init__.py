@@ -56,6 +56,7 @@ def build_cli(project: ProjectInfo, app_factory: str) -> typer.Typer:
             app = load_factory(app_factory)(settings)
         except McpAuthError as exc:
             fail(exc.message)
+        configure_logging()  # again: importing FastMCP installs its own (non-JSON) handlers
         uvicorn.run(
             app,  # type: ignore[arg-type]
             host=settings.host,
