@@ -198,3 +198,10 @@ async def test_sighup_picks_up_a_rotated_infisical_secret_without_restart(infisi
         refreshed = await client.call_tool("upstream_token", {})
     assert first.data["token"] == cached.data["token"] == "token-from-infisical-123"
     assert refreshed.data["token"] == "rotated-in-infisical-456"
+
+
+def test_server_refuses_to_start_when_the_schema_is_behind(tmp_path: Any) -> None:
+    from mcp_auth.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"database schema is not up to date: run 'demo-mcp db upgrade'"):
+        build(**db_env(f"sqlite:///{tmp_path / 'never-migrated.db'}"))
