@@ -4,7 +4,7 @@
 
 Uses BENCH_DATABASE_URL, else TEST_DATABASE_URL, else postgresql://postgres@127.0.0.1:5432/postgres.
 Creates a scratch database next to it, migrates it, and drops it at the end. Prints:
-- key rotation (``rotate_key``: decrypt + re-encrypt + COPY + one UPDATE, one transaction)
+- key rotation (``rotate_key``: DELETE ... RETURNING + decrypt/re-encrypt + COPY, one transaction)
   for each size;
 - the per-call latency of handing out a token: read + AES-GCM decrypt + audit insert
   (hash-chained, committed), both as the server does it (store.get, then the audit sink) and

@@ -145,6 +145,22 @@ async def test_undecryptable_get_is_audited_as_failure(database: Database) -> No
     assert (last.action, last.result) == ("get_token", "failure") and "key id" in last.detail
 
 
+async def test_tampered_row_is_audited_as_failure_only(database: Database) -> None:
+    """Nothing was handed out, so the log must not claim a success (PostgreSQL writes the success
+    row optimistically in the read statement and rolls it back when decryption fails)."""
+    store = make_store(database, generate_key())
+    await store.set("demo", "default", "secret")
+    (row,) = rows(database)
+    with database.engine.begin() as conn:
+        conn.execute(update(tokens).values(ciphertext=bytes([row.ciphertext[0] ^ 0xFF]) + bytes(row.ciphertext[1:])))
+    before = len(rows(database, audit_log))
+    with pytest.raises(DecryptionError):
+        await store.get_audited("demo", "default", "alice@example.com")
+    after = rows(database, audit_log)[before:]
+    assert [(r.action, r.result, r.user_email) for r in after] == [("get_token", "failure", "alice@example.com")]
+    assert "modified" in after[0].detail
+
+
 async def test_rotate_key_re_encrypts_everything(database: Database) -> None:
     old, new = generate_key(), generate_key()
     store = make_store(database, old)
