@@ -17,10 +17,10 @@ from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from mcp_auth.errors import ConfigError
-
-logger = logging.getLogger("mcp_auth.config")
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+logger = logging.getLogger("mcp_auth.config")
 
 AuthMode = Literal["cloudflare", "bearer", "both"]
 StoreName = Literal["env", "postgres", "infisical"]

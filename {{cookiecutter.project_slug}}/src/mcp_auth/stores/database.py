@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -20,9 +19,8 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio.to_thread
-from cryptography.exceptions import InvalidTag
 from mcp_auth.audit import Action, AuditEvent, Result, append
-from mcp_auth.crypto import NONCE_BYTES, Envelope, Keyring, _aad, parse_key
+from mcp_auth.crypto import Envelope, Keyring, MissingKeyError, parse_key
 from mcp_auth.db import Database, as_utc
 from mcp_auth.errors import ConfigError, DecryptionError, McpAuthError, ServiceUnavailable
 from mcp_auth.models import retired_encryption_keys as retired
@@ -472,35 +470,21 @@ def _reencrypt(
     rows: Sequence[Any], source: Keyring, target: Keyring, expected: str, progress: Progress | None
 ) -> Iterator[tuple[bytes, bytes]]:
     """(ciphertext, nonce) under the target key of each row (id, service, key, ciphertext, nonce,
-    key_id, ...), in order; any row that does not open raises, which rolls the rotation back.
-
-    The loop uses the keyrings' ciphers directly, with one AAD per row and the nonces drawn in
-    one call: through Keyring.decrypt/encrypt the per-row overhead doubled the cost of a rotation.
-    """
+    key_id, ...), in order; any row that does not open raises, which rolls the rotation back."""
     total = len(rows)
-    openers = source._ciphers
-    sealer = target._ciphers[target.current_id]
-    nonces = os.urandom(NONCE_BYTES * total)
-    for done, (_, service, key, ciphertext, nonce, kid, *_) in enumerate(rows, 1):
-        opener = openers.get(kid)
-        if opener is None:
-            raise DecryptionError(
-                f"rotation aborted, nothing was re-encrypted: token {service}/{key} was "
-                f"encrypted with key id {kid}, which is not {expected}"
-            )
-        aad = _aad(service, key)
-        try:
-            plaintext = opener.decrypt(nonce, ciphertext, aad)
-        except InvalidTag:
-            try:  # the keyring words the error
-                source.decrypt(service, key, Envelope(kid, nonce, ciphertext))
-            except DecryptionError as exc:
-                raise DecryptionError(f"rotation aborted, nothing was re-encrypted: {exc.message}") from None
-            raise
-        new_nonce = nonces[(done - 1) * NONCE_BYTES : done * NONCE_BYTES]
-        yield sealer.encrypt(new_nonce, plaintext, aad), new_nonce
-        if progress is not None and (done % _PROGRESS_EVERY == 0 or done == total):
-            progress(done, total)
+    items = ((service, key, Envelope(kid, nonce, ciphertext)) for _, service, key, ciphertext, nonce, kid, *_ in rows)
+    try:
+        for done, sealed in enumerate(source.reseal(target, items), 1):
+            yield sealed
+            if progress is not None and (done % _PROGRESS_EVERY == 0 or done == total):
+                progress(done, total)
+    except MissingKeyError as exc:
+        raise DecryptionError(
+            f"rotation aborted, nothing was re-encrypted: token {exc.service}/{exc.key} was "
+            f"encrypted with key id {exc.key_id}, which is not {expected}"
+        ) from None
+    except DecryptionError as exc:
+        raise DecryptionError(f"rotation aborted, nothing was re-encrypted: {exc.message}") from None
     if progress is not None and not total:
         progress(0, 0)
 
