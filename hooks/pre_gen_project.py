@@ -15,6 +15,13 @@ OPTIONS = {
     "author_email": "{{ cookiecutter.author_email }}",
 }
 
+# Free text lands inside Python and TOML string literals: no quotes or backslashes.
+FREE_TEXT = {
+    "project_name": {{ cookiecutter.project_name | tojson }},
+    "description": {{ cookiecutter.description | tojson }},
+    "author_name": {{ cookiecutter.author_name | tojson }},
+}
+
 RULES = [
     ("project_slug", r"[a-z][a-z0-9]*(-[a-z0-9]+)*",
      "lowercase letters, digits and single hyphens, starting with a letter (e.g. coda-mcp)"),
@@ -44,6 +51,9 @@ def main() -> None:
             fail(option, OPTIONS[option], allowed)
     if not 1 <= int(OPTIONS["http_port"]) <= 65535:
         fail("http_port", OPTIONS["http_port"], "a TCP port number from 1 to 65535")
+    for option, value in FREE_TEXT.items():
+        if any(char in value for char in "\"\\") or not value.strip():
+            fail(option, value, "non-empty text without double quotes or backslashes")
     package = OPTIONS["package_name"]
     if keyword.iskeyword(package) or package in RESERVED_PACKAGES:
         fail("package_name", package, f"a name that is not a Python keyword or one of {sorted(RESERVED_PACKAGES)}")

@@ -91,6 +91,8 @@ def test_custom_names_flow_into_the_project(bake) -> None:
         ("http_port", "80800"),
         ("python_version", "3.9"),
         ("upstream_base_url", "ftp://example.com"),
+        ("description", 'Talks to the "Coda" API'),
+        ("author_name", "Back\\slash"),
     ],
 )
 def test_invalid_option_is_refused_with_a_message_naming_it(

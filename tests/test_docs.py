@@ -71,8 +71,13 @@ class Literals:
             return list(node.values)
         return [node]
 
-    @staticmethod
-    def _compile(parts: Sequence[ast.AST]) -> re.Pattern[str]:
+    MIN_LITERAL = 12  # a pattern like f"{name}: {msg}" is mostly wildcards and would match anything
+
+    @classmethod
+    def _compile(cls, parts: Sequence[ast.AST]) -> re.Pattern[str]:
+        literal = "".join(p.value for p in parts if isinstance(p, ast.Constant) and isinstance(p.value, str))
+        if len(literal.strip()) < cls.MIN_LITERAL:
+            return re.compile(r"(?!)")  # matches nothing: such messages must be quoted as constants
         regex = "".join(re.escape(p.value) if isinstance(p, ast.Constant) and isinstance(p.value, str)
                         else ".+?" for p in parts)
         return re.compile(regex, re.DOTALL)

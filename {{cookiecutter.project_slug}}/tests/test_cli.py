@@ -45,3 +45,11 @@ def test_operator_session(tmp_path: Path) -> None:
 
     got = cli("tokens", "get", PROJECT.service_name, "default", env=env)
     assert (got.returncode, got.stdout.strip()) == (0, secret)
+
+
+def test_database_down_is_one_line_without_driver_details() -> None:
+    env = {"DATABASE_URL": "postgresql://app:db-password-123@127.0.0.1:1/app"}
+    result = cli("tokens", "list", env=env)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == ["error: PostgreSQL connection failed"]
+    assert "db-password-123" not in result.stdout + result.stderr

@@ -60,7 +60,7 @@ async def test_upstream_call_sends_the_service_token_not_the_callers(upstream: l
     app = app_for()
     async with running(app), mcp_client(app, AUTH) as client:
         result = await client.call_tool("upstream_get", {"path": "/whoami"})
-    assert result.structured_content == {"name": "upstream-user"} or result.data == {"name": "upstream-user"}
+    assert result.structured_content == {"name": "upstream-user"}
     assert upstream[-1]["authorization"] == f"Bearer {UPSTREAM_TOKEN}"
 
 
@@ -89,3 +89,16 @@ async def test_baked_defaults_are_the_env_defaults() -> None:
     assert settings.auth_mode == "{{ cookiecutter.auth_mode }}"
     assert settings.token_store == "{{ cookiecutter.token_store }}"
     assert settings.port == {{ cookiecutter.http_port }}
+
+
+async def test_package_level_api_knows_this_projects_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Scripts can call the spec's API: importing the project names it (service, token variable)."""
+    import mcp_auth
+    from mcp_auth import api
+
+    monkeypatch.setenv("MCP_TOKEN_STORE", "env")
+    monkeypatch.setenv(PROJECT.service_token_env, "token-for-a-script-123")
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    api.configure()  # drop the store a previous test's server left; the project names stay (set on import)
+    assert await mcp_auth.get_token(PROJECT.service_name, "default") == "token-for-a-script-123"
+    await api.close()

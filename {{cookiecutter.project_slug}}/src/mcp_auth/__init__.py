@@ -23,7 +23,7 @@ from mcp_auth.errors import (
 from mcp_auth.identity import Identity
 
 if TYPE_CHECKING:
-    from mcp_auth.api import delete_token, get_token, rotate_key, set_token
+    from mcp_auth.api import configure, delete_token, get_token, rotate_key, set_token
 
 __all__ = [
     "AuthenticationFailed",
@@ -37,6 +37,7 @@ __all__ = [
     "ReadOnlyStore",
     "ServiceUnavailable",
     "TokenNotFound",
+    "configure",
     "current",
     "delete_token",
     "get_token",
@@ -45,7 +46,7 @@ __all__ = [
     "set_token",
 ]
 
-_API = {"set_token", "get_token", "delete_token", "rotate_key"}
+_API = {"set_token", "get_token", "delete_token", "rotate_key", "configure"}
 
 
 def __getattr__(name: str) -> Any:

@@ -79,9 +79,8 @@ class Authenticator:
             return identity
         if token is not None:
             if not self._bearer:
-                raise AuthenticationFailed(
-                    "Bearer tokens are not accepted (MCP_AUTH_MODE=cloudflare): " + _ASK["cloudflare"]
-                )
+                why = "MCP_AUTH_MODE=cloudflare" if self.mode == "cloudflare" else "none are configured"
+                raise AuthenticationFailed(f"Bearer tokens are not accepted ({why}): " + _ASK["cloudflare"])
             for verifier in self._bearer:
                 identity = await verifier.verify(token)
                 if identity is not None:

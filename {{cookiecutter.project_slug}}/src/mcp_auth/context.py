@@ -14,13 +14,12 @@ class CallContext:
     service: str
     token_key: str | None = None
     _token: str | None = field(default=None, repr=False)
-    _missing: str | None = None
 
     @property
     def service_token(self) -> str:
         """The upstream token for this call; a clear tool error when none is stored."""
         if self._token is None:
-            raise _tool_error(self._missing or f"no upstream token resolved for service {self.service!r}")
+            raise _tool_error(f"no upstream token resolved for service {self.service!r} (only tool calls get one)")
         return self._token
 
 

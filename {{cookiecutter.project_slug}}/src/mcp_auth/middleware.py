@@ -44,7 +44,7 @@ def is_tool_call(body: bytes) -> bool:
     """True when the JSON-RPC message (or any message of a batch) is ``tools/call``."""
     try:
         message = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: absurdly nested JSON
         return False  # FastMCP answers the parse error itself
     messages = message if isinstance(message, list) else [message]
     return any(isinstance(m, dict) and m.get("method") == "tools/call" for m in messages)
@@ -65,8 +65,11 @@ class McpAuthMiddleware:
         self.public_paths = public_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in self.public_paths:
+        if scope["type"] == "lifespan" or (scope["type"] == "http" and scope["path"] in self.public_paths):
             await self.app(scope, receive, send)
+            return
+        if scope["type"] != "http":  # no websocket routes exist; never let one in unauthenticated
+            await send({"type": "websocket.close", "code": 1008})
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         client = scope.get("client")
@@ -109,18 +112,17 @@ class McpAuthMiddleware:
                     await send_json(send, 503, unavailable_body(exc.message))
                     return
                 if resolved is None:
-                    missing = (
-                        f"no {self.tokens.service} token is stored for {identity.subject!r} "
-                        f"or 'default' (store: {self.tokens.store.name})"
+                    # Per DESIGN.md section 4: 503 on tools/call until the token can be resolved.
+                    message = (
+                        f"no {self.tokens.service} token is stored for {identity.subject!r} or 'default' "
+                        f"(store: {self.tokens.store.name})"
                     )
-                    call = CallContext(identity=identity, service=self.tokens.service, _missing=missing)
-                else:
-                    call = CallContext(
-                        identity=identity,
-                        service=self.tokens.service,
-                        token_key=resolved.key,
-                        _token=resolved.value,
-                    )
+                    logger.error("no upstream token", extra={"reason": message, "identity": identity.subject})
+                    await send_json(send, 503, unavailable_body(message))
+                    return
+                call = CallContext(
+                    identity=identity, service=self.tokens.service, token_key=resolved.key, _token=resolved.value
+                )
         token = bind(call)
         try:
             await self.app(scope, receive, send)

@@ -1,5 +1,6 @@
 """What the template baked into this project. Runtime settings come from the environment."""
 
+from mcp_auth import api
 from mcp_auth.config import ProjectInfo
 
 PROJECT = ProjectInfo(
@@ -12,3 +13,6 @@ PROJECT = ProjectInfo(
 )
 PROJECT_NAME = "{{ cookiecutter.project_name }}"
 UPSTREAM_BASE_URL = "{{ cookiecutter.upstream_base_url }}"
+
+# mcp_auth.get_token() & co. (scripts, tools) then use this project's service and variable names.
+api.configure(PROJECT)

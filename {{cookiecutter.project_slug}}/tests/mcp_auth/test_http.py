@@ -8,7 +8,6 @@ from typing import Any
 import mcp_auth
 import pytest
 from fastmcp import FastMCP
-from fastmcp.exceptions import ToolError
 from mcp_auth.runtime import Runtime
 from mcp_auth.server import build_http_app
 from mcp_auth.testing.clients import MCP_HEADERS, jsonrpc, mcp_client, running
@@ -183,10 +182,9 @@ async def test_jwks_unreachable_is_503_not_401(cf_access: FakeCloudflareAccess) 
     assert "Cloudflare Access certificates" in response.json()["message"]
 
 
-async def test_tool_error_when_token_is_required_but_none_stored() -> None:
-    """A store that answers but holds no token: tools that need it fail clearly, others work."""
+async def test_nothing_stored_is_503_naming_service_and_callers() -> None:
+    """A store that answers but holds no token: 503 on tool calls until one is stored (DESIGN.md 4)."""
     app = build(**bearer_env())
-    runtime = app.state.runtime
 
     class EmptyStore:
         name = "empty"
@@ -194,9 +192,40 @@ async def test_tool_error_when_token_is_required_but_none_stored() -> None:
         async def get(self, service: str, key: str) -> None:
             return None
 
-    runtime.tokens.store = EmptyStore()
-    async with running(app):
-        async with mcp_client(app, {"Authorization": f"Bearer {DEMO_BEARER}"}) as client:
-            assert (await client.call_tool("whoami", {})).data["identity"] == "ci-bot"
-            with pytest.raises(ToolError, match="no demo token is stored for 'ci-bot' or 'default'"):
-                await client.call_tool("token_suffix", {})
+    app.state.runtime.tokens.store = EmptyStore()
+    auth = {"Authorization": f"Bearer {DEMO_BEARER}"}
+    async with running(app) as http:
+        listing = await http.post("/mcp", json=jsonrpc("tools/list"), headers={**MCP_HEADERS, **auth})
+        called = await call_tool(http, "whoami", auth)
+    assert listing.status_code == 200
+    assert called.status_code == 503
+    assert called.json() == {
+        "error": "service_unavailable",
+        "message": "no demo token is stored for 'ci-bot' or 'default' (store: empty)",
+    }
+
+
+async def test_deeply_nested_json_is_not_a_500() -> None:
+    auth = {"Authorization": f"Bearer {DEMO_BEARER}"}
+    async with running(build(**bearer_env())) as http:
+        response = await http.post("/mcp", content=b"[" * 50_000, headers={**MCP_HEADERS, **auth})
+    assert response.status_code < 500
+
+
+async def test_websocket_scopes_are_refused() -> None:
+    from mcp_auth.middleware import McpAuthMiddleware
+
+    reached: list[str] = []
+
+    async def inner(scope, receive, send) -> None:  # type: ignore[no-untyped-def]
+        reached.append(scope["type"])
+
+    sent: list[dict[str, object]] = []
+
+    async def send(message) -> None:  # type: ignore[no-untyped-def]
+        sent.append(message)
+
+    runtime = build(**bearer_env()).state.runtime
+    middleware = McpAuthMiddleware(inner, authenticator=runtime.authenticator, tokens=runtime.tokens)
+    await middleware({"type": "websocket", "path": "/mcp", "headers": []}, None, send)  # type: ignore[arg-type]
+    assert reached == [] and sent == [{"type": "websocket.close", "code": 1008}]

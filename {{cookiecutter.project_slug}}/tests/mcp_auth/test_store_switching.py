@@ -145,13 +145,10 @@ async def test_tokens_survive_a_restart(db_url: str) -> None:
     assert (await call(build(**db_env(db_url))))["token"] == "persistent-token-1"
 
 
-async def test_nothing_stored_is_a_clear_tool_error_not_a_500(db_url: str) -> None:
-    from fastmcp.exceptions import ToolError
-
-    app = build(**db_env(db_url))
-    async with running(app), mcp_client(app, AUTH) as client:
-        with pytest.raises(ToolError, match="no demo token is stored for 'ci-bot' or 'default'"):
-            await client.call_tool("upstream_token", {})
+async def test_nothing_stored_is_503_naming_the_keys(db_url: str) -> None:
+    response = await post_tool_call(build(**db_env(db_url)))
+    assert response.status_code == 503
+    assert response.json()["message"] == "no demo token is stored for 'ci-bot' or 'default' (store: postgres)"
 
 
 async def test_api_key_authenticates_and_revocation_is_immediate(db_url: str) -> None:

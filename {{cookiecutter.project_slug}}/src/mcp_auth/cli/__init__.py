@@ -9,6 +9,7 @@ Exit codes: 0 ok, 1 user error (one line on stderr, no traceback), 2 usage.
 from __future__ import annotations
 
 import importlib
+import logging
 from collections.abc import Callable
 from typing import cast
 
@@ -42,6 +43,11 @@ def build_cli(project: ProjectInfo, app_factory: str) -> typer.Typer:
 
     @cli.callback()
     def root(ctx: typer.Context) -> None:
+        # Operator commands: only the one-line error reaches stderr (exit 1), so Python's
+        # last-resort handler must not print driver warnings; `serve` switches to JSON logs.
+        root_logger = logging.getLogger()
+        if not root_logger.handlers:
+            root_logger.addHandler(logging.NullHandler())
         ctx.obj = CliState(project=project, app_factory=app_factory)
 
     @cli.command()

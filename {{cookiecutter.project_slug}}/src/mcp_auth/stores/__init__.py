@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from mcp_auth.errors import ConfigError
 from mcp_auth.stores.base import DEFAULT_KEY, TokenStore
 from mcp_auth.stores.env import EnvTokenStore
 
@@ -22,8 +23,8 @@ def build_store(settings: McpAuthSettings, database: Database | None) -> TokenSt
     if settings.token_store == "postgres":
         from mcp_auth.stores.database import DatabaseTokenStore
 
-        if database is None:  # validate_startup() already refuses this; keep mypy honest
-            raise RuntimeError("the postgres store needs DATABASE_URL")
+        if database is None:
+            raise ConfigError("DATABASE_URL is required when MCP_TOKEN_STORE=postgres")
         return DatabaseTokenStore.from_settings(settings, database)
     if settings.token_store == "infisical":
         from mcp_auth.stores.infisical import InfisicalStore
