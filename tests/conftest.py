@@ -86,12 +86,21 @@ class BakedProject:
         return sorted(p for p in self.path.rglob("*") if p.is_file() and ".venv" not in p.parts)
 
     def run(
-        self, *args: str, env: dict[str, str] | None = None, check: bool = True, timeout: float = 300,
+        self,
+        *args: str,
+        env: dict[str, str] | None = None,
+        check: bool = True,
+        timeout: float = 300,
         input: str | None = None,
     ) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
-            list(args), cwd=self.path, env=clean_env(**(env or {})), capture_output=True, text=True,
-            timeout=timeout, input=input,
+            list(args),
+            cwd=self.path,
+            env=clean_env(**(env or {})),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            input=input,
         )
         if check and result.returncode != 0:
             raise AssertionError(
@@ -122,7 +131,11 @@ class BakedProject:
         """Start the console script exactly as the image's CMD does."""
         return subprocess.Popen(
             [str(self.path / ".venv" / "bin" / self.slug), "serve"],
-            cwd=self.path, env=clean_env(**env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            cwd=self.path,
+            env=clean_env(**env),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
 
 

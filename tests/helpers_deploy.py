@@ -28,11 +28,27 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 # DESIGN.md section 4: the runtime contract. The service token variable is added per bake.
 RUNTIME_VARS = [
-    "MCP_AUTH_MODE", "MCP_TOKEN_STORE", "DATABASE_URL", "MCP_AUTH_ENCRYPTION_KEY",
-    "MCP_AUTH_PREVIOUS_KEYS", "CF_ACCESS_TEAM_DOMAIN", "CF_ACCESS_AUD", "CF_ACCESS_CERTS_URL",
-    "MCP_BEARER_TOKENS", "INFISICAL_HOST", "INFISICAL_CLIENT_ID", "INFISICAL_CLIENT_SECRET",
-    "INFISICAL_API_KEY", "INFISICAL_PROJECT_ID", "INFISICAL_ENVIRONMENT", "INFISICAL_SECRET_PATH",
-    "INFISICAL_SECRET_NAME", "MCP_TOKEN_CACHE_TTL", "MCP_HOST", "MCP_PORT", "MCP_OPERATOR_EMAIL",
+    "MCP_AUTH_MODE",
+    "MCP_TOKEN_STORE",
+    "DATABASE_URL",
+    "MCP_AUTH_ENCRYPTION_KEY",
+    "MCP_AUTH_PREVIOUS_KEYS",
+    "CF_ACCESS_TEAM_DOMAIN",
+    "CF_ACCESS_AUD",
+    "CF_ACCESS_CERTS_URL",
+    "MCP_BEARER_TOKENS",
+    "INFISICAL_HOST",
+    "INFISICAL_CLIENT_ID",
+    "INFISICAL_CLIENT_SECRET",
+    "INFISICAL_API_KEY",
+    "INFISICAL_PROJECT_ID",
+    "INFISICAL_ENVIRONMENT",
+    "INFISICAL_SECRET_PATH",
+    "INFISICAL_SECRET_NAME",
+    "MCP_TOKEN_CACHE_TTL",
+    "MCP_HOST",
+    "MCP_PORT",
+    "MCP_OPERATOR_EMAIL",
 ]
 COMPOSE_VARS = ["POSTGRES_PASSWORD", "TUNNEL_TOKEN"]
 # Secrets compose must refuse to start without (`${VAR:?message}`).
@@ -47,10 +63,10 @@ def bake_project(cookies: Any, **extra_context: str) -> Path:
     return Path(result.project_path)
 
 
-def run(cmd: list[str], cwd: Path | None = None, env: dict[str, str] | None = None,
-        timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
-                          check=False)
+def run(
+    cmd: list[str], cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
 
 
 def tool(name: str) -> str:
@@ -73,6 +89,7 @@ def require_or_skip(available: bool, reason: str) -> None:
 
 
 # ---- docker compose -----------------------------------------------------------------------
+
 
 def compose_command() -> list[str] | None:
     """The real Compose v2 parser, without a Docker engine (`config` never talks to one).

