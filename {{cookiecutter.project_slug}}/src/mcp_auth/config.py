@@ -17,7 +17,7 @@ from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from mcp_auth.errors import ConfigError
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, ValidationInfo, field_validator
+from pydantic import AliasChoices, Field, PrivateAttr, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 logger = logging.getLogger("mcp_auth.config")
@@ -95,6 +95,7 @@ class McpAuthSettings(BaseSettings):
     service_name: str = Field("service", exclude=True)
     service_token_env: str = Field("SERVICE_API_TOKEN", exclude=True)
     service_token: SecretStr | None = Field(None, exclude=True)
+    _static_tokens: dict[str, str] | None = PrivateAttr(None)
 
     @field_validator("previous_keys", "cf_audiences", mode="before")
     @classmethod
@@ -166,7 +167,12 @@ class McpAuthSettings(BaseSettings):
         return f"{user}@{socket.gethostname()}"
 
     def static_bearer_tokens(self) -> dict[str, str]:
-        """Parse MCP_BEARER_TOKENS (``name=token,...``) into {token: name}."""
+        """MCP_BEARER_TOKENS (``name=token,...``) as {token: name}; parsed (and warned about) once."""
+        if self._static_tokens is None:
+            self._static_tokens = self._parse_bearer_tokens()
+        return dict(self._static_tokens)
+
+    def _parse_bearer_tokens(self) -> dict[str, str]:
         if self.bearer_tokens is None:
             return {}
         tokens: dict[str, str] = {}

@@ -44,6 +44,8 @@ def test_short_bearer_token_is_accepted_with_a_warning(caplog: pytest.LogCapture
     settings.validate_startup()
     assert settings.static_bearer_tokens() == {"short-token": "ci"}
     assert "shorter than 16 characters" in caplog.text and "short-token" not in caplog.text
+    settings.validate_startup()
+    assert caplog.text.count("shorter than 16 characters") == 1, "parsed and warned once per start"
 
 
 def test_certs_url_must_be_https_except_loopback() -> None:
