@@ -6,9 +6,10 @@ import filecmp
 import re
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
-from conftest import COMBINATIONS, TEMPLATE, BakedProject
+from baked import COMBINATIONS, TEMPLATE, Bake, BakedProject
 
 EXPECTED_FILES = [
     "pyproject.toml",
@@ -19,7 +20,11 @@ EXPECTED_FILES = [
     ".env.example",
     ".github/workflows/ci.yml",
     "src/mcp_auth/__init__.py",
-    "src/mcp_auth/middleware.py",
+    "src/mcp_auth/asgi/app.py",
+    "src/mcp_auth/asgi/authentication.py",
+    "src/mcp_auth/asgi/token_resolution.py",
+    "src/mcp_auth/tokens.py",
+    "src/mcp_auth/db/engine.py",
     "src/mcp_auth/config.py",
     "src/mcp_auth/crypto.py",
     "src/mcp_auth/audit.py",
@@ -31,12 +36,24 @@ EXPECTED_FILES = [
     "migrations/env.py",
     "tests/mcp_auth/test_http.py",
 ]
+# The only files cookiecutter renders (relative to the project root); everything else, the
+# user's package included, is the same text in every project.
+RENDERED = {
+    ".env.example",
+    "Dockerfile",
+    "README.md",
+    "docker-compose.yml",
+    "pyproject.toml",
+    "uv.lock",
+    "src/{{cookiecutter.package_name}}/project.py",
+}
+JINJA = re.compile(r"\{\{-?\s*cookiecutter|\{%")
 LEFTOVER = re.compile(r"\{\{\s*cookiecutter|\{%-?\s*(raw|endraw|if|endif|for|endfor|set)\b|cookiecutter\.")
 
 
 @pytest.mark.parametrize(("auth_mode", "token_store"), COMBINATIONS)
 def test_every_combination_bakes_complete_and_lint_clean(
-    bake, installed_bin: Path, auth_mode: str, token_store: str
+    bake: Bake, installed_bin: Path, auth_mode: str, token_store: str
 ) -> None:
     project = bake(auth_mode=auth_mode, token_store=token_store)
     package = project.package
@@ -62,7 +79,7 @@ def test_every_combination_bakes_complete_and_lint_clean(
     project.typecheck(installed_bin / "mypy")  # strict mypy: raises with its report on any error
 
 
-def test_shared_module_is_byte_identical_to_the_template(bake) -> None:
+def test_shared_module_is_byte_identical_to_the_template(bake: Bake) -> None:
     """src/mcp_auth, its tests and the migrations are copied verbatim (cruft updates stay clean)."""
     project: BakedProject = bake(project_name="Acme Widgets", service_name="widgets", auth_mode="bearer")
     for shared in ("src/mcp_auth", "tests/mcp_auth", "migrations"):
@@ -73,7 +90,7 @@ def test_shared_module_is_byte_identical_to_the_template(bake) -> None:
                 assert filecmp.cmp(path, project.path / shared / relative, shallow=False), f"{shared}/{relative}"
 
 
-def test_custom_names_flow_into_the_project(bake) -> None:
+def test_custom_names_flow_into_the_project(bake: Bake) -> None:
     project = bake(project_name="GitHub MCP", service_name="github", http_port="9090")
     assert project.slug == "github-mcp" and project.package == "github_mcp"
     assert project.has_file("src/github_mcp/app.py")
@@ -101,10 +118,20 @@ def test_custom_names_flow_into_the_project(bake) -> None:
     ],
 )
 def test_invalid_option_is_refused_with_a_message_naming_it(
-    cookies, capfd: pytest.CaptureFixture[str], option: str, value: str
+    cookies: Any, capfd: pytest.CaptureFixture[str], option: str, value: str
 ) -> None:
-    result = cookies.bake(extra_context={option: value})
+    result = cookies.bake(extra_context={option: value}, template=str(TEMPLATE))
     assert result.exit_code != 0
     assert result.project_path is None or not Path(result.project_path).exists()
     err = capfd.readouterr().err
     assert f"ERROR: {option} {value!r} is invalid" in err
+
+
+def test_jinja_touches_only_the_files_that_need_it() -> None:
+    root = TEMPLATE / "{{cookiecutter.project_slug}}"
+    rendered = {
+        path.relative_to(root).as_posix()
+        for path in root.rglob("*")
+        if path.is_file() and "__pycache__" not in path.parts and JINJA.search(path.read_text(errors="ignore"))
+    }
+    assert rendered == RENDERED

@@ -16,23 +16,22 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers_deploy import (
+from baked import (
     COMBINATIONS,
     COMPOSE_VARS,
     REQUIRED_COMPOSE_SECRETS,
     RUNTIME_VARS,
-    bake_project,
+    BakedProject,
+    bake,
+    check_jsonschema,
     compose_command,
+    hadolint,
     isolated_env,
-    parse_env_example,
     require_or_skip,
     run,
-    tool,
-    write_env,
 )
 
 SECRETS = {
@@ -46,10 +45,10 @@ SECRETS = {
 
 @pytest.mark.parametrize(("auth_mode", "token_store"), COMBINATIONS)
 def test_dockerfile_is_hadolint_clean(cookies: Any, auth_mode: str, token_store: str) -> None:
-    project = bake_project(cookies, auth_mode=auth_mode, token_store=token_store)
-    dockerfile = project / "Dockerfile"
+    project = bake(cookies, auth_mode=auth_mode, token_store=token_store)
+    dockerfile = project.path / "Dockerfile"
     assert "cookiecutter" not in dockerfile.read_text(), "Dockerfile was not rendered"
-    result = run([tool("hadolint"), "--no-color", "--failure-threshold", "warning", str(dockerfile)])
+    result = hadolint(dockerfile)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -66,8 +65,8 @@ def _instructions(dockerfile: str) -> list[tuple[str, str]]:
 
 
 def test_dockerfile_contract(cookies: Any) -> None:
-    project = bake_project(cookies, project_name="Acme Docs", http_port="9123", python_version="3.11")
-    steps = _instructions((project / "Dockerfile").read_text())
+    project = bake(cookies, project_name="Acme Docs", http_port="9123", python_version="3.11")
+    steps = _instructions(project.read("Dockerfile"))
     froms = [args for kw, args in steps if kw == "FROM"]
     args = dict(a.split("=", 1) for kw, a in steps if kw == "ARG" and "=" in a)
 
@@ -106,31 +105,25 @@ def compose() -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def default_project(cookies_session: Any) -> Path:
-    return bake_project(cookies_session)
+def default_project(cookies_session: Any) -> BakedProject:
+    """The default bake, shared by this module's tests: they only read it (never write .env into it)."""
+    return bake(cookies_session)
 
 
-def compose_config(compose: list[str], project: Path, *args: str) -> Any:
-    result = run([*compose, *args, "config", "--format", "json"], cwd=project, env=isolated_env())
+def compose_config(compose: list[str], project: BakedProject, *args: str) -> Any:
+    result = run([*compose, *args, "config", "--format", "json"], cwd=project.path, env=isolated_env())
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
 
-def test_compose_matches_the_compose_spec_schema(default_project: Path) -> None:
-    result = run(
-        [
-            tool("check-jsonschema"),
-            "--builtin-schema",
-            "vendor.compose-spec",
-            str(default_project / "docker-compose.yml"),
-        ]
-    )
+def test_compose_matches_the_compose_spec_schema(default_project: BakedProject) -> None:
+    result = check_jsonschema("vendor.compose-spec", default_project.path / "docker-compose.yml")
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_compose_stack_structure(compose: list[str], cookies: Any) -> None:
-    project = bake_project(cookies, project_name="Acme Docs", http_port="9123")
-    write_env(project, **SECRETS, POSTGRES_USER="acme", POSTGRES_DB="acmedb")
+    project = bake(cookies, project_name="Acme Docs", http_port="9123")
+    project.write_env(**SECRETS, POSTGRES_USER="acme", POSTGRES_DB="acmedb")
     config = compose_config(compose, project)
     services = config["services"]
     assert set(services) == {"postgres", "migrate", "mcp"}, "cloudflared only with --profile tunnel"
@@ -148,7 +141,7 @@ def test_compose_stack_structure(compose: list[str], cookies: Any) -> None:
     assert migrate.get("restart", "no") == "no"
 
     mcp = services["mcp"]
-    assert mcp["build"]["context"] == str(project)
+    assert mcp["build"]["context"] == str(project.path)
     assert mcp["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
     assert mcp["depends_on"]["postgres"]["condition"] == "service_healthy"
     assert "/health" in " ".join(mcp["healthcheck"]["test"])
@@ -165,9 +158,10 @@ def test_compose_stack_structure(compose: list[str], cookies: Any) -> None:
     assert "MCP_AUTH_ENCRYPTION_KEY" not in postgres["environment"]
 
 
-def test_tunnel_profile_adds_cloudflared(compose: list[str], default_project: Path) -> None:
-    write_env(default_project, **SECRETS, TUNNEL_TOKEN="eyJ0dW5uZWwtdG9rZW4ifQ")
-    cloudflared = compose_config(compose, default_project, "--profile", "tunnel")["services"]["cloudflared"]
+def test_tunnel_profile_adds_cloudflared(compose: list[str], cookies: Any) -> None:
+    project = bake(cookies)  # its own bake: it writes .env
+    project.write_env(**SECRETS, TUNNEL_TOKEN="eyJ0dW5uZWwtdG9rZW4ifQ")
+    cloudflared = compose_config(compose, project, "--profile", "tunnel")["services"]["cloudflared"]
     assert cloudflared["profiles"] == ["tunnel"]
     assert cloudflared["environment"] == {"TUNNEL_TOKEN": "eyJ0dW5uZWwtdG9rZW4ifQ"}
     assert "env_file" not in cloudflared
@@ -178,29 +172,29 @@ def test_tunnel_profile_adds_cloudflared(compose: list[str], default_project: Pa
 
 @pytest.mark.parametrize("secret", REQUIRED_COMPOSE_SECRETS)
 def test_compose_refuses_to_start_without_secret(compose: list[str], cookies: Any, secret: str) -> None:
-    project = bake_project(cookies)
-    text = (project / "docker-compose.yml").read_text()
+    project = bake(cookies)
+    text = project.read("docker-compose.yml")
     assert re.search(r"\$\{" + secret + r":\?[^}]+\}", text), f"${{{secret}:?message}} expected"
-    write_env(project, **{**SECRETS, secret: ""})
-    result = run([*compose, "config", "--quiet"], cwd=project, env=isolated_env())
+    project.write_env(**{**SECRETS, secret: ""})
+    result = run([*compose, "config", "--quiet"], cwd=project.path, env=isolated_env())
     assert result.returncode != 0
     assert f"required variable {secret} is missing a value" in result.stderr
     assert ".env" in result.stderr, "the message should say where to set it"
 
 
 def test_compose_needs_a_dot_env(compose: list[str], cookies: Any) -> None:
-    project = bake_project(cookies)
+    project = bake(cookies)
     result = run(
-        [*compose, "config", "--quiet"], cwd=project, env=isolated_env(**SECRETS)
+        [*compose, "config", "--quiet"], cwd=project.path, env=isolated_env(**SECRETS)
     )  # secrets present, .env absent
     assert result.returncode != 0 and ".env" in result.stderr
 
 
-def test_every_compose_variable_is_in_env_example(default_project: Path) -> None:
-    lines = (default_project / "docker-compose.yml").read_text().splitlines()
+def test_every_compose_variable_is_in_env_example(default_project: BakedProject) -> None:
+    lines = default_project.read("docker-compose.yml").splitlines()
     code = "\n".join(line for line in lines if not line.lstrip().startswith("#"))
     referenced = set(re.findall(r"\$\{([A-Z][A-Z0-9_]*)", code))
-    declared = {name for name, _, _ in parse_env_example((default_project / ".env.example").read_text())}
+    declared = {name for name, _, _ in default_project.env_example()}
     assert referenced, "expected ${VAR} references in docker-compose.yml"
     assert referenced <= declared, f"not in .env.example: {sorted(referenced - declared)}"
 
@@ -210,10 +204,8 @@ def test_every_compose_variable_is_in_env_example(default_project: Path) -> None
 
 @pytest.mark.parametrize(("auth_mode", "token_store"), [("cloudflare", "postgres"), ("bearer", "infisical")])
 def test_env_example_covers_the_runtime_contract(cookies: Any, auth_mode: str, token_store: str) -> None:
-    project = bake_project(
-        cookies, auth_mode=auth_mode, token_store=token_store, service_name="notion", http_port="9123"
-    )
-    entries = parse_env_example((project / ".env.example").read_text())
+    project = bake(cookies, auth_mode=auth_mode, token_store=token_store, service_name="notion", http_port="9123")
+    entries = project.env_example()
     names = [name for name, _, _ in entries]
     values = {name: value for name, value, _ in entries}
     assert len(names) == len(set(names)), "duplicate variables"
@@ -240,24 +232,21 @@ def test_env_example_covers_the_runtime_contract(cookies: Any, auth_mode: str, t
     assert {name: values[name] for name in secrets} == dict.fromkeys(secrets, ""), "no secrets"
 
 
-def test_every_env_example_variable_is_used(default_project: Path) -> None:
+def test_every_env_example_variable_is_used(default_project: BakedProject) -> None:
     """A variable nobody reads is a lie in the docs: each is read by the code or by compose."""
-    sources = [p.read_text() for p in (default_project / "src").rglob("*.py")]
-    sources.append((default_project / "docker-compose.yml").read_text())
+    sources = [p.read_text() for p in (default_project.path / "src").rglob("*.py")]
+    sources.append(default_project.read("docker-compose.yml"))
     corpus = "\n".join(sources)
-    unused = [
-        name
-        for name, _, _ in parse_env_example((default_project / ".env.example").read_text())
-        if not re.search(rf"\b{name}\b", corpus)
-    ]
+    unused = [name for name, _, _ in default_project.env_example() if not re.search(rf"\b{name}\b", corpus)]
     assert not unused, f"in .env.example but read by nothing: {unused}"
 
 
-def test_every_variable_the_code_reads_is_in_env_example(default_project: Path) -> None:
+def test_every_variable_the_code_reads_is_in_env_example(default_project: BakedProject) -> None:
     """The other direction: settings fields and os.environ reads are all documented."""
     read: set[str] = set()
-    for path in (default_project / "src").rglob("*.py"):
-        if "testing" in path.relative_to(default_project / "src").parts:
+    src = default_project.path / "src"
+    for path in src.rglob("*.py"):
+        if "testing" in path.relative_to(src).parts:
             continue  # test helpers read test-only variables
         text = path.read_text()
         read.update(re.findall(r'validation_alias="([A-Z][A-Z0-9_]*)"', text))
@@ -265,5 +254,5 @@ def test_every_variable_the_code_reads_is_in_env_example(default_project: Path) 
         read.update(re.findall(r'(?:environ\.get|getenv)\(\s*"([A-Z][A-Z0-9_]*)"', text))
         read.update(re.findall(r'environ\[\s*"([A-Z][A-Z0-9_]*)"\s*\]', text))
     assert {"MCP_AUTH_MODE", "DATABASE_URL"} <= read, "the scan found the settings object"
-    declared = {name for name, _, _ in parse_env_example((default_project / ".env.example").read_text())}
+    declared = {name for name, _, _ in default_project.env_example()}
     assert read <= declared, f"read by the code but not in .env.example: {sorted(read - declared)}"

@@ -18,9 +18,7 @@ from pathlib import Path
 
 import cruft
 import pytest
-from conftest import BakedProject
-from helpers_deploy import TEMPLATE_DIR, run
-from test_generated_projects import check_installed_project
+from baked import TEMPLATE, BakedProject, check_installed_project, run
 
 TEMPLATE_PARTS = ["cookiecutter.json", "hooks", "{{cookiecutter.project_slug}}"]
 IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", ".venv", ".mypy_cache", ".ruff_cache", ".pytest_cache", ".env")
@@ -90,7 +88,7 @@ def template(tmp_path: Path, git_env: dict[str, str]) -> Repo:
     path = tmp_path / "template"
     path.mkdir()
     for part in TEMPLATE_PARTS:
-        source = TEMPLATE_DIR / part
+        source = TEMPLATE / part
         if source.is_dir():
             shutil.copytree(source, path / part, ignore=IGNORE)
         elif source.exists():

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers_deploy import TEMPLATE_DIR, bake_project
+from baked import TEMPLATE, BakedProject, bake
 
-DOCS = TEMPLATE_DIR / "docs"
+DOCS = TEMPLATE / "docs"
 PAGES = [
     "README.md",
     "authentication.md",
@@ -112,15 +112,16 @@ class Literals:
 
 
 @pytest.fixture(scope="module")
-def project(cookies_session: Any) -> Path:
-    return bake_project(cookies_session)
+def project(cookies_session: Any) -> BakedProject:
+    return bake(cookies_session)
 
 
 @pytest.fixture(scope="module")
-def literals(project: Path) -> Literals:
+def literals(project: BakedProject) -> Literals:
     found = Literals()
-    for path in (project / "src").rglob("*.py"):
-        if "testing" not in path.relative_to(project / "src").parts:
+    src = project.path / "src"
+    for path in src.rglob("*.py"):
+        if "testing" not in path.relative_to(src).parts:
             found.add_source(path.read_text())
     return found
 
@@ -147,8 +148,8 @@ def test_troubleshooting_messages_are_verbatim_from_the_code(literals: Literals)
     assert not invented, "not produced by the generated code (copy them verbatim):\n" + "\n".join(invented)
 
 
-def test_troubleshooting_compose_messages_match_the_compose_file(project: Path) -> None:
-    compose = (project / "docker-compose.yml").read_text()
+def test_troubleshooting_compose_messages_match_the_compose_file(project: BakedProject) -> None:
+    compose = project.read("docker-compose.yml")
     messages = quoted(COMPOSE_LINE)
     assert messages
     for message in messages:

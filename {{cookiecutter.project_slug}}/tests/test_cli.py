@@ -4,27 +4,33 @@ exit codes. Each command is tested in depth in-process in tests/mcp_auth/test_cl
 from __future__ import annotations
 
 import base64
-import os
 import subprocess
-import sys
 from pathlib import Path
+from typing import Protocol
 
-from {{ cookiecutter.package_name }}.project import PROJECT
-
-
-def cli(*args: str, env: dict[str, str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    script = Path(sys.executable).parent / PROJECT.slug
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "{{ cookiecutter.package_name }}"]
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("MCP_", "CF_ACCESS_", "INFISICAL_"))}
-    clean.pop("DATABASE_URL", None)
-    return subprocess.run(
-        [*command, *args], env={**clean, **env}, input=stdin, capture_output=True, text=True, timeout=60
-    )
+import pytest
+from mcp_auth.config import ProjectInfo
+from mcp_auth.crypto import generate_key
+from mcp_auth.testing.processes import run_console_script
 
 
-def test_operator_session(tmp_path: Path) -> None:
-    from mcp_auth.crypto import generate_key
+class Cli(Protocol):
+    def __call__(
+        self, *args: str, env: dict[str, str], stdin: str | None = None
+    ) -> subprocess.CompletedProcess[str]: ...
 
+
+@pytest.fixture
+def cli(project: ProjectInfo) -> Cli:
+    """``cli(*args, env=..., stdin=...)``: the console script with only ``env`` of mcp_auth's variables."""
+
+    def run(*args: str, env: dict[str, str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        return run_console_script(project, *args, env=env, stdin=stdin)
+
+    return run
+
+
+def test_operator_session(cli: Cli, project: ProjectInfo, tmp_path: Path) -> None:
     key = generate_key()
     env = {
         "DATABASE_URL": f"sqlite:///{tmp_path / 'vault.db'}",
@@ -33,21 +39,21 @@ def test_operator_session(tmp_path: Path) -> None:
     }
     assert cli("db", "upgrade", env=env).returncode == 0
     secret = "operator-typed-secret-value-1"
-    stored = cli("tokens", "set", PROJECT.service_name, "default", env=env, stdin=secret + "\n")
+    stored = cli("tokens", "set", project.service_name, "default", env=env, stdin=secret + "\n")
     assert stored.returncode == 0, stored.stderr
     assert secret not in stored.stdout + stored.stderr
 
     other_key = {**env, "MCP_AUTH_ENCRYPTION_KEY": base64.b64encode(b"k" * 32).decode()}
-    wrong = cli("tokens", "get", PROJECT.service_name, "default", env=other_key)
+    wrong = cli("tokens", "get", project.service_name, "default", env=other_key)
     assert wrong.returncode == 1
     assert len(wrong.stderr.strip().splitlines()) == 1 and "Traceback" not in wrong.stderr
     assert "Invalid encryption key" in wrong.stderr and secret not in wrong.stderr
 
-    got = cli("tokens", "get", PROJECT.service_name, "default", env=env)
+    got = cli("tokens", "get", project.service_name, "default", env=env)
     assert (got.returncode, got.stdout.strip()) == (0, secret)
 
 
-def test_database_down_is_one_line_without_driver_details() -> None:
+def test_database_down_is_one_line_without_driver_details(cli: Cli) -> None:
     env = {"DATABASE_URL": "postgresql://app:db-password-123@127.0.0.1:1/app"}
     result = cli("tokens", "list", env=env)
     assert result.returncode == 1

@@ -3,35 +3,45 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, Protocol
 
+import mcp_auth
 import pytest
 from fastmcp.exceptions import ToolError
 from mcp_auth.config import ProjectInfo, load_settings
 from mcp_auth.testing.clients import mcp_client, running
 from mcp_auth.testing.loopback import LoopbackServer
+from mcp_auth.testing.plugin import AppFactory
 from mcp_auth.testing.settings import DEMO_BEARER
-
-from {{ cookiecutter.package_name }} import project as project_module
-from {{ cookiecutter.package_name }}.app import create_app
-from {{ cookiecutter.package_name }}.project import PROJECT
+from starlette.applications import Starlette
 
 UPSTREAM_TOKEN = "upstream-token-for-tests-0001"
 AUTH = {"Authorization": f"Bearer {DEMO_BEARER}"}
 
 
-def app_for(**env: str):
-    base = {
-        "MCP_AUTH_MODE": "bearer",
-        "MCP_TOKEN_STORE": "env",
-        "MCP_BEARER_TOKENS": f"ci-bot={DEMO_BEARER}",
-        PROJECT.service_token_env: UPSTREAM_TOKEN,
-    }
-    return create_app(load_settings(PROJECT, environ={**base, **env}))
+class AppFor(Protocol):
+    def __call__(self, **env: str) -> Starlette: ...
 
 
 @pytest.fixture
-def upstream(monkeypatch: pytest.MonkeyPatch):
+def app_for(project: ProjectInfo, create_app: AppFactory) -> AppFor:
+    """``app_for(**env)``: the project's app in bearer mode with the env store, plus ``env``."""
+
+    def build(**env: str) -> Starlette:
+        base = {
+            "MCP_AUTH_MODE": "bearer",
+            "MCP_TOKEN_STORE": "env",
+            "MCP_BEARER_TOKENS": f"ci-bot={DEMO_BEARER}",
+            project.service_token_env: UPSTREAM_TOKEN,
+        }
+        return create_app(load_settings(project, environ={**base, **env}))
+
+    return build
+
+
+@pytest.fixture
+def upstream(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[dict[str, str]]]:
     """A loopback upstream API that records the Authorization header it was sent."""
     seen: list[dict[str, str]] = []
 
@@ -49,7 +59,7 @@ def upstream(monkeypatch: pytest.MonkeyPatch):
     server.stop()
 
 
-async def test_whoami_returns_identity_without_secrets() -> None:
+async def test_whoami_returns_identity_without_secrets(app_for: AppFor) -> None:
     app = app_for()
     async with running(app), mcp_client(app, AUTH) as client:
         result = await client.call_tool("whoami", {})
@@ -57,7 +67,9 @@ async def test_whoami_returns_identity_without_secrets() -> None:
     assert UPSTREAM_TOKEN not in json.dumps(result.structured_content)
 
 
-async def test_upstream_call_sends_the_service_token_not_the_callers(upstream: list[dict[str, str]]) -> None:
+async def test_upstream_call_sends_the_service_token_not_the_callers(
+    app_for: AppFor, upstream: list[dict[str, str]]
+) -> None:
     app = app_for()
     async with running(app), mcp_client(app, AUTH) as client:
         result = await client.call_tool("upstream_get", {"path": "/whoami"})
@@ -65,7 +77,7 @@ async def test_upstream_call_sends_the_service_token_not_the_callers(upstream: l
     assert upstream[-1]["authorization"] == f"Bearer {UPSTREAM_TOKEN}"
 
 
-async def test_upstream_errors_become_clear_tool_errors(upstream: list[dict[str, str]]) -> None:
+async def test_upstream_errors_become_clear_tool_errors(app_for: AppFor, upstream: list[dict[str, str]]) -> None:
     app = app_for()
     async with running(app), mcp_client(app, AUTH) as client:
         with pytest.raises(ToolError, match="rejected the service token"):
@@ -76,7 +88,7 @@ async def test_upstream_errors_become_clear_tool_errors(upstream: list[dict[str,
             await client.call_tool("upstream_get", {"path": "//evil.example.com/x"})
 
 
-async def test_unreachable_upstream_is_a_tool_error(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_unreachable_upstream_is_a_tool_error(app_for: AppFor, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("UPSTREAM_BASE_URL", "http://127.0.0.1:9")
     app = app_for()
     async with running(app), mcp_client(app, AUTH) as client:
@@ -85,24 +97,25 @@ async def test_unreachable_upstream_is_a_tool_error(monkeypatch: pytest.MonkeyPa
     assert UPSTREAM_TOKEN not in str(caught.value)
 
 
-async def test_baked_defaults_are_the_env_defaults() -> None:
-    settings = load_settings(PROJECT, environ={})
-    assert settings.auth_mode == "{{ cookiecutter.auth_mode }}"
-    assert settings.token_store == "{{ cookiecutter.token_store }}"
-    assert settings.port == {{ cookiecutter.http_port }}
+async def test_baked_defaults_are_the_env_defaults(project: ProjectInfo) -> None:
+    settings = load_settings(project, environ={})
+    assert settings.auth_mode == project.default_auth_mode
+    assert settings.token_store == project.default_token_store
+    assert settings.port == project.default_port
 
 
-async def test_package_level_api_knows_this_projects_names(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Scripts can call the spec's API: importing the project names it (service, token variable)."""
-    import importlib
-
-    import mcp_auth
-    from mcp_auth import api
-
+@pytest.mark.usefixtures("token_functions_state")
+async def test_package_level_api_knows_this_projects_names(
+    project: ProjectInfo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Scripts can call the spec's API once they name the project (the console script does it
+    too): ``mcp_auth.configure(PROJECT)`` names the service and its token variable."""
     monkeypatch.setenv("MCP_TOKEN_STORE", "env")
-    monkeypatch.setenv(PROJECT.service_token_env, "token-for-a-script-123")
+    monkeypatch.setenv(project.service_token_env, "token-for-a-script-123")
     monkeypatch.delenv("DATABASE_URL", raising=False)
-    api.configure(ProjectInfo(slug="other", service_name="other", service_token_env="OTHER_TOKEN"))
-    importlib.reload(project_module)  # what importing the package does: name this project
-    assert await mcp_auth.get_token(PROJECT.service_name, "default") == "token-for-a-script-123"
-    await api.close()
+    mcp_auth.configure(ProjectInfo(slug="other", service_name="other", service_token_env="OTHER_TOKEN"))
+    mcp_auth.configure(project)  # what a script (and the project's CLI) does: name this project
+    try:
+        assert await mcp_auth.get_token(project.service_name, "default") == "token-for-a-script-123"
+    finally:
+        await mcp_auth.close()

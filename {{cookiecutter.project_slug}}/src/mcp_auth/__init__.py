@@ -1,8 +1,12 @@
 """mcp_auth: authentication, encrypted token storage and audit for MCP servers.
 
 Template-owned: identical in every generated project and updated with ``cruft update``.
-Public surface: ``current()`` for tools; ``set_token`` / ``get_token`` / ``delete_token`` /
-``rotate_key`` on the store configured from the environment (spec names); ``build_http_app``.
+This module is the public surface (``__all__``); the layout behind it is described in the
+template's docs/architecture.md.
+- Tools: ``current()`` (the caller and the upstream token of this call).
+- The spec's token API on the store configured from the environment: ``set_token``,
+  ``get_token``, ``delete_token``, ``rotate_key``; ``configure(PROJECT)`` names the project.
+- Building a server: ``load_settings``, ``Runtime``, ``build_http_app``.
 """
 
 from __future__ import annotations
@@ -21,9 +25,12 @@ from mcp_auth.errors import (
     TokenNotFound,
 )
 from mcp_auth.identity import Identity
+from mcp_auth.runtime import Runtime
+from mcp_auth.token_functions import close, configure, delete_token, get_token, rotate_key, set_token
+from mcp_auth.tokens import TokenService
 
-if TYPE_CHECKING:
-    from mcp_auth.api import configure, delete_token, get_token, rotate_key, set_token
+if TYPE_CHECKING:  # resolved lazily below: FastMCP is slow to import and CLI commands never need it
+    from mcp_auth.asgi.app import build_http_app
 
 __all__ = [
     "AuthenticationFailed",
@@ -35,8 +42,12 @@ __all__ = [
     "McpAuthSettings",
     "ProjectInfo",
     "ReadOnlyStore",
+    "Runtime",
     "ServiceUnavailable",
     "TokenNotFound",
+    "TokenService",
+    "build_http_app",
+    "close",
     "configure",
     "current",
     "delete_token",
@@ -46,13 +57,10 @@ __all__ = [
     "set_token",
 ]
 
-_API = {"set_token", "get_token", "delete_token", "rotate_key", "configure"}
-
 
 def __getattr__(name: str) -> Any:
-    # The storage API pulls in SQLAlchemy; import it only when used.
-    if name in _API:
-        from mcp_auth import api
+    if name == "build_http_app":
+        from mcp_auth.asgi.app import build_http_app
 
-        return getattr(api, name)
+        return build_http_app
     raise AttributeError(f"module 'mcp_auth' has no attribute {name!r}")

@@ -12,10 +12,12 @@ import ipaddress
 import logging
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
+from mcp_auth.crypto import Keyring
 from mcp_auth.errors import ConfigError
 from pydantic import AliasChoices, Field, PrivateAttr, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -36,6 +38,8 @@ class ProjectInfo:
     default_auth_mode: AuthMode = "both"
     default_token_store: StoreName = "env"
     default_port: int = 8080
+    package: str = ""
+    """The project's import name; the start-up check that ``mcp_auth`` is its own copy uses it."""
 
 
 def _split_csv(value: object) -> list[str]:
@@ -60,7 +64,7 @@ def _is_loopback(host: str | None) -> bool:
 
 
 class McpAuthSettings(BaseSettings):
-    """Runtime configuration (DESIGN.md section 4). Field aliases are the env var names."""
+    """Runtime configuration (docs/architecture.md lists the variables). Field aliases are the env var names."""
 
     model_config = SettingsConfigDict(extra="ignore", populate_by_name=True, case_sensitive=True)
 
@@ -92,6 +96,7 @@ class McpAuthSettings(BaseSettings):
 
     # Filled from ProjectInfo by load_settings(), not from the environment.
     slug: str = Field("mcp-server", exclude=True)
+    package: str = Field("", exclude=True)
     service_name: str = Field("service", exclude=True)
     service_token_env: str = Field("SERVICE_API_TOKEN", exclude=True)
     service_token: SecretStr | None = Field(None, exclude=True)
@@ -197,52 +202,87 @@ class McpAuthSettings(BaseSettings):
     def uses_database(self) -> bool:
         return self.database_url is not None
 
-    def validate_startup(self) -> None:
-        """Fail closed on configuration that cannot authenticate anybody."""
-        if self.auth_mode in ("cloudflare", "both"):
-            if not self.cf_team_domain:
-                raise ConfigError(
-                    f"CF_ACCESS_TEAM_DOMAIN is required when MCP_AUTH_MODE={self.auth_mode} "
-                    "(e.g. https://<team>.cloudflareaccess.com)"
-                )
-            team = urlsplit(self.cf_team_domain)
-            if team.scheme != "https" and not _is_loopback(team.hostname):
-                raise ConfigError("CF_ACCESS_TEAM_DOMAIN must be an https:// URL (https://<team>.cloudflareaccess.com)")
-            if not self.cf_audiences:
-                raise ConfigError(
-                    f"CF_ACCESS_AUD is required when MCP_AUTH_MODE={self.auth_mode} "
-                    "(the Application Audience tag from the Access application's overview)"
-                )
-            certs = urlsplit(self.certs_url or "")
-            if certs.scheme != "https" and not (certs.scheme == "http" and _is_loopback(certs.hostname)):
-                raise ConfigError("CF_ACCESS_CERTS_URL must be an https:// URL (http only on loopback)")
-        bearer = self.static_bearer_tokens()
-        if self.auth_mode == "bearer" and not bearer and not self.uses_database:
-            raise ConfigError(
-                "MCP_BEARER_TOKENS is required when MCP_AUTH_MODE=bearer and no DATABASE_URL is set "
-                "(set name=token pairs, or DATABASE_URL to use API keys)"
-            )
-        if self.token_store == "postgres" and not self.uses_database:
-            raise ConfigError(
-                "DATABASE_URL is required when MCP_TOKEN_STORE=postgres (e.g. postgresql://user:password@host:5432/db)"
-            )
-        if self.token_store == "postgres" and self.encryption_key is None:
-            raise ConfigError(
-                "MCP_AUTH_ENCRYPTION_KEY is required when MCP_TOKEN_STORE=postgres "
-                "(generate one with the 'keygen' command)"
-            )
-        if self.token_store == "infisical":
-            if not self.infisical_project_id:
-                raise ConfigError("INFISICAL_PROJECT_ID is required when MCP_TOKEN_STORE=infisical")
-            if not (self.infisical_client_id and self.infisical_client_secret) and not self.infisical_api_key:
-                raise ConfigError(
-                    "INFISICAL_CLIENT_ID and INFISICAL_CLIENT_SECRET (universal auth) or INFISICAL_API_KEY "
-                    "is required when MCP_TOKEN_STORE=infisical"
-                )
-        if self.encryption_key is not None or self.previous_keys:
-            from mcp_auth.crypto import Keyring  # local: crypto is only needed with a key
+    def keyring(self) -> Keyring:
+        """The encryption keyring (current + previous keys); ConfigError when a key is missing or malformed."""
+        return Keyring.from_base64(
+            self.encryption_key.get_secret_value() if self.encryption_key else None,
+            [secret.get_secret_value() for secret in self.previous_keys],
+            slug=self.slug,
+        )
 
-            Keyring.from_settings(self)  # raises ConfigError on a malformed key
+    def validate_startup(self) -> None:
+        """Fail closed on configuration that cannot authenticate anybody (ConfigError naming the variable)."""
+        for check in _STARTUP_CHECKS:
+            check(self)
+
+
+def _check_cloudflare(settings: McpAuthSettings) -> None:
+    if settings.auth_mode not in ("cloudflare", "both"):
+        return
+    mode = settings.auth_mode
+    if not settings.cf_team_domain:
+        raise ConfigError(
+            f"CF_ACCESS_TEAM_DOMAIN is required when MCP_AUTH_MODE={mode} (e.g. https://<team>.cloudflareaccess.com)"
+        )
+    team = urlsplit(settings.cf_team_domain)
+    if team.scheme != "https" and not _is_loopback(team.hostname):
+        raise ConfigError("CF_ACCESS_TEAM_DOMAIN must be an https:// URL (https://<team>.cloudflareaccess.com)")
+    if not settings.cf_audiences:
+        raise ConfigError(
+            f"CF_ACCESS_AUD is required when MCP_AUTH_MODE={mode} "
+            "(the Application Audience tag from the Access application's overview)"
+        )
+    certs = urlsplit(settings.certs_url or "")
+    if certs.scheme != "https" and not (certs.scheme == "http" and _is_loopback(certs.hostname)):
+        raise ConfigError("CF_ACCESS_CERTS_URL must be an https:// URL (http only on loopback)")
+
+
+def _check_bearer(settings: McpAuthSettings) -> None:
+    bearer = settings.static_bearer_tokens()  # raises on a malformed entry in every mode
+    if settings.auth_mode == "bearer" and not bearer and not settings.uses_database:
+        raise ConfigError(
+            "MCP_BEARER_TOKENS is required when MCP_AUTH_MODE=bearer and no DATABASE_URL is set "
+            "(set name=token pairs, or DATABASE_URL to use API keys)"
+        )
+
+
+def _check_postgres_store(settings: McpAuthSettings) -> None:
+    if settings.token_store != "postgres":
+        return
+    if not settings.uses_database:
+        raise ConfigError(
+            "DATABASE_URL is required when MCP_TOKEN_STORE=postgres (e.g. postgresql://user:password@host:5432/db)"
+        )
+    if settings.encryption_key is None:
+        raise ConfigError(
+            "MCP_AUTH_ENCRYPTION_KEY is required when MCP_TOKEN_STORE=postgres (generate one with the 'keygen' command)"
+        )
+
+
+def _check_infisical_store(settings: McpAuthSettings) -> None:
+    if settings.token_store != "infisical":
+        return
+    if not settings.infisical_project_id:
+        raise ConfigError("INFISICAL_PROJECT_ID is required when MCP_TOKEN_STORE=infisical")
+    if not (settings.infisical_client_id and settings.infisical_client_secret) and not settings.infisical_api_key:
+        raise ConfigError(
+            "INFISICAL_CLIENT_ID and INFISICAL_CLIENT_SECRET (universal auth) or INFISICAL_API_KEY "
+            "is required when MCP_TOKEN_STORE=infisical"
+        )
+
+
+def _check_encryption_keys(settings: McpAuthSettings) -> None:
+    if settings.encryption_key is not None or settings.previous_keys:
+        settings.keyring()  # raises ConfigError on a malformed key
+
+
+_STARTUP_CHECKS: tuple[Callable[[McpAuthSettings], None], ...] = (
+    _check_cloudflare,
+    _check_bearer,
+    _check_postgres_store,
+    _check_infisical_store,
+    _check_encryption_keys,
+)
 
 
 def load_settings(project: ProjectInfo, environ: dict[str, str] | None = None) -> McpAuthSettings:
@@ -263,6 +303,7 @@ def load_settings(project: ProjectInfo, environ: dict[str, str] | None = None) -
             {
                 **{k: v for k, v in env.items() if k in _ENV_NAMES},
                 "slug": project.slug,
+                "package": project.package,
                 "service_name": project.service_name,
                 "service_token_env": project.service_token_env,
                 "service_token": token,

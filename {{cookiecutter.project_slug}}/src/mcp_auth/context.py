@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
 
 from mcp_auth.identity import Identity
@@ -34,17 +34,23 @@ def current() -> CallContext:
     return call
 
 
-def bind(call: CallContext) -> object:
+def current_identity() -> Identity | None:
+    """The authenticated caller of the request being served; None outside a request."""
+    call = _current.get()
+    return None if call is None else call.identity
+
+
+def bind(call: CallContext) -> Token[CallContext | None]:
     """Set the call for the current task; returns the token to pass to ``unbind``."""
     return _current.set(call)
 
 
-def unbind(token: object) -> None:
-    _current.reset(token)  # type: ignore[arg-type]
+def unbind(token: Token[CallContext | None]) -> None:
+    _current.reset(token)
 
 
 def _tool_error(message: str) -> Exception:
-    # Imported here: fastmcp takes seconds to import and CLI commands never need it.
+    # Imported here: fastmcp is slow to import and operator CLI commands never need it.
     from fastmcp.exceptions import ToolError
 
     return ToolError(message)

@@ -2,87 +2,52 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from mcp_auth.audit import AuditSink, LogAuditSink
-from mcp_auth.authentication import Authenticator
+from mcp_auth.authenticator import Authenticator
+from mcp_auth.backend import Backend, open_backend
 from mcp_auth.config import McpAuthSettings
-from mcp_auth.errors import ServiceUnavailable
 from mcp_auth.logs import register_secret
-from mcp_auth.stores import TokenStore, build_store
-from mcp_auth.token_access import TokenAccess
+from mcp_auth.ownership import require_own_copy
+from mcp_auth.tokens import TokenService
 from mcp_auth.verifiers import CloudflareAccessVerifier, JwksCache, StaticBearerVerifier, Verifier
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # annotations only: importing it at run time would load SQLAlchemy
     from mcp_auth.db import Database
-
-logger = logging.getLogger("mcp_auth.runtime")
 
 
 @dataclass
 class Runtime:
     settings: McpAuthSettings
     authenticator: Authenticator
-    store: TokenStore
-    tokens: TokenAccess
-    database: Database | None
+    backend: Backend
+
+    @property
+    def tokens(self) -> TokenService:
+        return self.backend.tokens
+
+    @property
+    def database(self) -> Database | None:
+        return self.backend.database
 
     @classmethod
     def from_settings(cls, settings: McpAuthSettings) -> Runtime:
         """Validate (fail closed) and build; raises ConfigError naming the variable."""
+        require_own_copy(settings.package)
         settings.validate_startup()
         _register_configured_secrets(settings)
-        database = _open_database(settings)
-        store = build_store(settings, database)
-        audit = _audit_sink(database)
-        # Tools calling mcp_auth.get_token() & co. share this store and audit log.
-        from mcp_auth import api
-
-        api.configure(store=store, audit=audit, actor=settings.operator)
-        return cls(
-            settings=settings,
-            authenticator=_authenticator(settings, database),
-            store=store,
-            tokens=TokenAccess(
-                store, audit, settings.service_name, fused_audit=database is not None and store.name == "postgres"
-            ),
-            database=database,
-        )
+        backend = open_backend(settings, require_schema=True)
+        return cls(settings=settings, authenticator=_authenticator(settings, backend.database), backend=backend)
 
     async def check(self) -> None:
         """Readiness: the token store (and database, when there is one) answers."""
-        if self.database is not None and self.store.name != "postgres":
-            await self.database.check()
-        await self.store.check()
+        if self.database is not None and self.settings.token_store != "postgres":
+            await self.database.check()  # the postgres store's own check already queries it
+        await self.tokens.check()
 
     async def close(self) -> None:
-        await self.store.close()
-        if self.database is not None:
-            self.database.close()
-
-
-def _open_database(settings: McpAuthSettings) -> Database | None:
-    if not settings.uses_database:
-        return None
-    from mcp_auth.db import Database
-
-    database = Database.from_settings(settings)
-    try:
-        database.require_schema()
-    except ServiceUnavailable as exc:
-        # Unreachable now is an outage (503 until it comes back), not a configuration error.
-        logger.warning("database unreachable at start-up", extra={"reason": exc.message})
-    return database
-
-
-def _audit_sink(database: Database | None) -> AuditSink:
-    if database is None:
-        return LogAuditSink()
-    from mcp_auth.audit import build_audit_sink
-
-    return build_audit_sink(database)
+        await self.backend.close()
 
 
 def _authenticator(settings: McpAuthSettings, database: Database | None) -> Authenticator:
@@ -99,7 +64,7 @@ def _authenticator(settings: McpAuthSettings, database: Database | None) -> Auth
     if static:
         bearer.append(static)
     if database is not None:
-        from mcp_auth.verifiers.api_key import ApiKeyVerifier
+        from mcp_auth.verifiers.api_key import ApiKeyVerifier  # loads SQLAlchemy: only with a database
 
         bearer.append(ApiKeyVerifier(database))
     return Authenticator(settings.auth_mode, cloudflare=cloudflare, bearer=bearer)

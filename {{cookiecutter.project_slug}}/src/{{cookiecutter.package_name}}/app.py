@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 from fastmcp import FastMCP
-from mcp_auth.config import McpAuthSettings, load_settings
-from mcp_auth.runtime import Runtime
-from mcp_auth.server import build_http_app
+from mcp_auth import McpAuthSettings, Runtime, build_http_app, load_settings
 from starlette.applications import Starlette
 
-from {{ cookiecutter.package_name }}.project import PROJECT, PROJECT_NAME
-from {{ cookiecutter.package_name }}.tools import register_tools
+from .project import DESCRIPTION, PROJECT, PROJECT_NAME
+from .tools import register_tools
 
 
 def create_mcp() -> FastMCP:
-    mcp = FastMCP(PROJECT_NAME, instructions="{{ cookiecutter.description }}")
+    mcp = FastMCP(PROJECT_NAME, instructions=DESCRIPTION)
     register_tools(mcp)
     return mcp
 

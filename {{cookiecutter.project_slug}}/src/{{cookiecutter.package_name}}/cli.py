@@ -1,10 +1,10 @@
-"""Console script ``{{ cookiecutter.project_slug }}`` (see ``{{ cookiecutter.project_slug }} --help``)."""
+"""The console script (``<project slug> --help``): serve, keygen and the operator commands."""
 
 from mcp_auth.cli import build_cli
 
-from {{ cookiecutter.package_name }}.project import PROJECT
+from .project import PROJECT
 
-app = build_cli(PROJECT, "{{ cookiecutter.package_name }}.app:create_app")
+app = build_cli(PROJECT, f"{PROJECT.package}.app:create_app")
 
 
 def main() -> None:

@@ -1,7 +1,7 @@
-"""What the template baked into this project. Runtime settings come from the environment."""
+"""What the template baked into this project: the only module of the package that cookiecutter
+renders. Runtime settings come from the environment (see README.md)."""
 
-from mcp_auth import api
-from mcp_auth.config import ProjectInfo
+from mcp_auth import ProjectInfo
 
 PROJECT = ProjectInfo(
     slug="{{ cookiecutter.project_slug }}",
@@ -10,9 +10,8 @@ PROJECT = ProjectInfo(
     default_auth_mode="{{ cookiecutter.auth_mode }}",
     default_token_store="{{ cookiecutter.token_store }}",
     default_port={{ cookiecutter.http_port }},
+    package=__name__.rpartition(".")[0],
 )
 PROJECT_NAME = "{{ cookiecutter.project_name }}"
+DESCRIPTION = "{{ cookiecutter.description }}"
 UPSTREAM_BASE_URL = "{{ cookiecutter.upstream_base_url }}"
-
-# mcp_auth.get_token() & co. (scripts, tools) then use this project's service and variable names.
-api.configure(PROJECT)

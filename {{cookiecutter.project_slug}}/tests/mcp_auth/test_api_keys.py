@@ -4,23 +4,19 @@ from __future__ import annotations
 
 import hashlib
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
-from mcp_auth.api_keys import PREFIX, TOUCH_INTERVAL, ApiKeyStore
 from mcp_auth.db import Database
+from mcp_auth.db.keys import PREFIX, TOUCH_INTERVAL, ApiKeyStore
+from mcp_auth.db.models import api_keys
 from mcp_auth.errors import AuthenticationFailed, ServiceUnavailable
 from mcp_auth.identity import Identity
-from mcp_auth.models import api_keys
 from mcp_auth.verifiers.api_key import ApiKeyVerifier
-from sqlalchemy import select, update
+from sqlalchemy import Row, select, update
 
 
-@pytest.fixture(params=["postgres", "sqlite"])
-def database(request: pytest.FixtureRequest) -> Database:
-    return request.getfixturevalue(f"{request.param}_database")
-
-
-def row(database: Database, key_id: int):
+def row(database: Database, key_id: int) -> Row[Any]:
     with database.engine.connect() as conn:
         return conn.execute(select(api_keys).where(api_keys.c.id == key_id)).one()
 

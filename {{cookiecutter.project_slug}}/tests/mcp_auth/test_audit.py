@@ -7,28 +7,19 @@ import json
 import logging
 import time
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import pytest
-from mcp_auth import audit as audit_module
-from mcp_auth.audit import (
-    GENESIS_HASH,
-    AuditEvent,
-    DatabaseAuditSink,
-    LogAuditSink,
-    build_audit_sink,
-    chain_hash,
-    list_events,
-    verify_chain,
-)
+from mcp_auth.audit import GENESIS_HASH, AuditEvent, LogAuditSink, chain_hash
+from mcp_auth.backend import open_backend
 from mcp_auth.db import Database
-from mcp_auth.models import audit_log
-from sqlalchemy import delete, select, text, update
+from mcp_auth.db import audit_log as audit_module
+from mcp_auth.db.audit_log import DatabaseAuditSink, list_events, verify_chain
+from mcp_auth.db.models import audit_log
+from mcp_auth.testing.settings import make_settings
+from sqlalchemy import Executable, Row, delete, select, text, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
-
-
-@pytest.fixture(params=["postgres", "sqlite"])
-def database(request: pytest.FixtureRequest) -> Database:
-    return request.getfixturevalue(f"{request.param}_database")
 
 
 def event(i: int = 0, **overrides: object) -> AuditEvent:
@@ -43,12 +34,12 @@ def event(i: int = 0, **overrides: object) -> AuditEvent:
     return AuditEvent(**fields)  # type: ignore[arg-type]
 
 
-def all_rows(database: Database) -> list:
+def all_rows(database: Database) -> list[Row[Any]]:
     with database.engine.connect() as conn:
         return list(conn.execute(select(audit_log).order_by(audit_log.c.id)))
 
 
-def tamper(database: Database, statement) -> None:
+def tamper(database: Database, statement: Executable) -> None:
     """Bypass the append-only guard the way an attacker with table access would."""
     with database.engine.begin() as conn:
         if database.is_postgres:
@@ -70,10 +61,18 @@ async def test_log_sink_writes_json_lines(caplog: pytest.LogCaptureFixture) -> N
     assert record.audit == payload  # type: ignore[attr-defined]
 
 
-def test_build_audit_sink(sqlite_database: Database) -> None:
-    assert isinstance(build_audit_sink(None), LogAuditSink)
-    sink = build_audit_sink(sqlite_database)
-    assert isinstance(sink, DatabaseAuditSink) and sink.database is sqlite_database
+async def test_backend_audits_to_the_log_without_a_database_else_to_the_table(sqlite_url: str) -> None:
+    without = open_backend(make_settings(MCP_TOKEN_STORE="env"))
+    try:
+        assert isinstance(without.tokens.audit, LogAuditSink) and without.database is None
+    finally:
+        await without.close()
+    backend = open_backend(make_settings(MCP_TOKEN_STORE="env", DATABASE_URL=sqlite_url))
+    try:
+        sink = backend.tokens.audit
+        assert isinstance(sink, DatabaseAuditSink) and sink.database is backend.database
+    finally:
+        await backend.close()
 
 
 async def test_record_is_committed_before_it_returns(database: Database) -> None:
@@ -196,7 +195,7 @@ async def test_concurrent_records_are_group_committed(
     batches: list[int] = []
     original = audit_module.append_all
 
-    def spy(conn, events):
+    def spy(conn: Connection, events: list[AuditEvent]) -> None:
         batches.append(len(events))
         original(conn, events)
 

@@ -1,4 +1,4 @@
-"""Operator CLI (DESIGN.md section 6): db, tokens, keys, audit, driven through Typer's runner.
+"""Operator CLI (the contract in docs/architecture.md): db, tokens, keys, audit, driven through Typer's runner.
 
 Exit codes: 0 ok; 1 user error with exactly one stderr line and no traceback; 2 usage.
 The session test ends by scanning every column of every row of every table for secrets.
@@ -9,17 +9,17 @@ from __future__ import annotations
 import base64
 import hashlib
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 import typer
-from click.testing import Result
 from mcp_auth.cli import audit, db, keys, tokens
 from mcp_auth.cli.state import CliState
 from mcp_auth.config import ProjectInfo
 from mcp_auth.crypto import generate_key, key_id, parse_key
 from mcp_auth.db import Database
 from sqlalchemy import MetaData, select, text
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 PROJECT = ProjectInfo(slug="demo-mcp", service_name="demo", service_token_env="DEMO_API_TOKEN")
 OPERATOR = "ops@example.com"
@@ -39,7 +39,7 @@ def build_cli() -> typer.Typer:
 
     @root.callback()
     def main(ctx: typer.Context) -> None:
-        ctx.obj = CliState(project=PROJECT, app_factory=lambda settings: None)
+        ctx.obj = CliState(project=PROJECT, app_factory="unused:create_app")  # no `serve` here
 
     for name, module in (("tokens", tokens), ("keys", keys), ("audit", audit), ("db", db)):
         root.add_typer(module.app, name=name)
@@ -160,8 +160,8 @@ def test_operator_session_leaves_no_secret_anywhere(pg: Vault) -> None:
                 for row in conn.execute(select(table)):
                     for value in row:
                         blob = value if isinstance(value, bytes) else str(value).encode()
-                        for secret in [s.encode() for s in secrets] + raw_keys:
-                            assert secret not in blob, f"secret found in {table.name}"
+                        for raw in [s.encode() for s in secrets] + raw_keys:
+                            assert raw not in blob, f"secret found in {table.name}"
     finally:
         engine.dispose()
     # ... nor in anything the CLI printed, except the two places that hand a value out.
@@ -246,7 +246,7 @@ def test_user_errors_are_one_line(
     assert "pw-123" not in message
 
 
-def test_outdated_schema_says_to_upgrade(tmp_path) -> None:
+def test_outdated_schema_says_to_upgrade(tmp_path: Path) -> None:
     vault = Vault(f"sqlite:///{tmp_path / 'new.db'}")
     assert vault.error("tokens", "list") == "error: database schema is not up to date: run 'demo-mcp db upgrade'"
     vault.ok("db", "upgrade")

@@ -13,10 +13,9 @@ from mcp_auth.testing.cloudflare import FakeCloudflareAccess, new_rsa_key
 from mcp_auth.verifiers import CloudflareAccessVerifier, JwksCache
 
 
-def verifier(cf: FakeCloudflareAccess, **jwks_args: float) -> CloudflareAccessVerifier:
-    return CloudflareAccessVerifier(
-        team_domain=cf.team_domain, audiences=[cf.audience], jwks=JwksCache(cf.certs_url, **jwks_args)
-    )
+def verifier(cf: FakeCloudflareAccess, *, min_refresh_interval: float = 30.0) -> CloudflareAccessVerifier:
+    jwks = JwksCache(cf.certs_url, min_refresh_interval=min_refresh_interval)
+    return CloudflareAccessVerifier(team_domain=cf.team_domain, audiences=[cf.audience], jwks=jwks)
 
 
 async def assert_invalid(v: CloudflareAccessVerifier, token: str, reason: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+from collections.abc import Callable
 
 import pytest
 from mcp_auth.crypto import KEY_BYTES, NONCE_BYTES, Keyring, generate_key, key_id, parse_key
@@ -97,7 +98,7 @@ def test_previous_keys_decrypt_and_the_current_key_encrypts() -> None:
         lambda raw: "  " + base64.b64encode(raw).decode() + "\n",
     ],
 )
-def test_parse_key_accepts_the_common_base64_spellings(variant) -> None:
+def test_parse_key_accepts_the_common_base64_spellings(variant: Callable[[bytes], str]) -> None:
     raw = bytes(range(32))
     assert parse_key(variant(raw), name="MCP_AUTH_ENCRYPTION_KEY") == raw
 
@@ -115,9 +116,7 @@ def test_parse_key_rejects_anything_but_32_bytes(text: str) -> None:
 
 def test_keyring_from_settings() -> None:
     current, old = generate_key(), generate_key()
-    ring = Keyring.from_settings(
-        make_settings(MCP_AUTH_ENCRYPTION_KEY=current, MCP_AUTH_PREVIOUS_KEYS=f"{old}, {current}")
-    )
+    ring = make_settings(MCP_AUTH_ENCRYPTION_KEY=current, MCP_AUTH_PREVIOUS_KEYS=f"{old}, {current}").keyring()
     assert ring.current_id == key_id(parse_key(current, name="k"))
     assert ring.previous_ids == (key_id(parse_key(old, name="k")),)
 

@@ -6,25 +6,24 @@ import asyncio
 import logging
 import threading
 import time
+from typing import Any
 
+import mcp_auth
 import pytest
-from mcp_auth import db as db_module
-from mcp_auth.audit import AuditEvent, DatabaseAuditSink
+from mcp_auth.audit import AuditEvent
 from mcp_auth.crypto import Keyring, generate_key, key_id, parse_key
 from mcp_auth.db import Database
+from mcp_auth.db import engine as db_module
+from mcp_auth.db.audit_log import DatabaseAuditSink
+from mcp_auth.db.migrations import require_schema
+from mcp_auth.db.models import audit_log, tokens
 from mcp_auth.errors import ConfigError, DecryptionError, ServiceUnavailable
-from mcp_auth.models import audit_log, tokens
 from mcp_auth.stores.base import TokenStore
 from mcp_auth.stores.database import DatabaseTokenStore
 from mcp_auth.testing.settings import make_settings
-from sqlalchemy import select, text, update
+from sqlalchemy import Row, Table, select, text, update
 
 OPERATOR = "ops@example.com"
-
-
-@pytest.fixture(params=["postgres", "sqlite"])
-def database(request: pytest.FixtureRequest) -> Database:
-    return request.getfixturevalue(f"{request.param}_database")
 
 
 def kid(key: str) -> str:
@@ -36,7 +35,7 @@ def make_store(database: Database, current: str, *previous: str) -> DatabaseToke
     return DatabaseTokenStore(database, ring, actor=OPERATOR, service_name="demo")
 
 
-def rows(database: Database, table=tokens) -> list:
+def rows(database: Database, table: Table = tokens) -> list[Row[Any]]:
     with database.engine.connect() as conn:
         return list(conn.execute(select(table).order_by(table.c.id)))
 
@@ -330,7 +329,7 @@ async def test_database_down_is_a_clean_503(url: str, message: str, caplog: pyte
                 error = caught.value
                 assert error.__cause__ is None and (error.__suppress_context__ or error.__context__ is None)
         with pytest.raises(ServiceUnavailable, match=f"^{message}$"):
-            database.require_schema()
+            require_schema(database)
     finally:
         database.close()
     assert "s3cret-pw" not in caplog.text
@@ -341,12 +340,13 @@ def kill_connections(database: Database) -> int:
     admin = Database.from_url(database.engine.url.render_as_string(hide_password=False))
     try:
         with admin.engine.begin() as conn:
-            return conn.execute(
+            killed = conn.execute(
                 text(
                     "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
                     "WHERE datname = current_database() AND pid <> pg_backend_pid()"
                 )
             ).scalar_one()
+            return int(killed)
     finally:
         admin.close()
 
@@ -394,10 +394,10 @@ async def test_event_loop_keeps_running_during_database_work(postgres_database: 
     assert results == ["v"] * 40 and ticks > 40
 
 
+@pytest.mark.usefixtures("token_functions_state")
 async def test_package_level_api_uses_the_environment(
     postgres_database: Database, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from mcp_auth import api
     from mcp_auth.testing.settings import DEMO
 
     first, second = generate_key(), generate_key()
@@ -409,17 +409,17 @@ async def test_package_level_api_uses_the_environment(
     }.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("MCP_AUTH_PREVIOUS_KEYS", raising=False)
-    api.configure(DEMO)
+    mcp_auth.configure(DEMO)
     try:
-        await api.set_token("demo", "default", "api-value")
-        assert await api.get_token("demo", "default") == "api-value"
-        assert await api.get_token("demo", "nobody") is None
-        assert await api.rotate_key(first, second) == 1
-        assert await api.get_token("demo", "default") == "api-value"  # the store switched keys
-        assert await api.delete_token("demo", "default") is True
+        await mcp_auth.set_token("demo", "default", "api-value")
+        assert await mcp_auth.get_token("demo", "default") == "api-value"
+        assert await mcp_auth.get_token("demo", "nobody") is None
+        assert await mcp_auth.rotate_key(first, second) == 1
+        assert await mcp_auth.get_token("demo", "default") == "api-value"  # the store switched keys
+        assert await mcp_auth.delete_token("demo", "default") is True
     finally:
-        await api.close()
-        api.configure()
+        await mcp_auth.close()
+        mcp_auth.configure()
     assert [(a, k, r) for a, k, r, _ in audit_actions(postgres_database)] == [
         ("set_token", "default", "success"),
         ("get_token", "default", "success"),

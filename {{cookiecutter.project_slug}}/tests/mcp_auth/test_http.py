@@ -2,22 +2,30 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
 import mcp_auth
 import pytest
 from fastmcp import FastMCP
+from mcp_auth.asgi.app import build_http_app
+from mcp_auth.backend import Backend
+from mcp_auth.errors import ReadOnlyStore
 from mcp_auth.runtime import Runtime
-from mcp_auth.server import build_http_app
+from mcp_auth.stores.base import TokenStore
 from mcp_auth.testing.clients import MCP_HEADERS, jsonrpc, mcp_client, running
 from mcp_auth.testing.cloudflare import FakeCloudflareAccess
 from mcp_auth.testing.settings import DEMO_BEARER, make_settings
+from mcp_auth.tokens import TokenService
+from starlette.applications import Starlette
+from starlette.types import Message, Receive, Scope, Send
 
 TOKEN = "upstream-secret-token-value-42"
 
 
-def build(**env: str):
+def build(store: TokenStore | None = None, /, **env: str) -> Starlette:
+    """The app for ``env``; ``store`` replaces the configured token store."""
     mcp = FastMCP("demo")
 
     @mcp.tool
@@ -29,7 +37,12 @@ def build(**env: str):
         ctx = mcp_auth.current()
         return f"{ctx.token_key}:{ctx.service_token[-2:]}"
 
-    return build_http_app(mcp, Runtime.from_settings(make_settings(**env)))
+    runtime = Runtime.from_settings(make_settings(**env))
+    if store is not None:
+        old = runtime.tokens
+        tokens = TokenService(store, old.audit, service=old.service, operator=old.operator)
+        runtime = dataclasses.replace(runtime, backend=Backend(tokens, runtime.database))
+    return build_http_app(mcp, runtime)
 
 
 def bearer_env(**extra: str) -> dict[str, str]:
@@ -183,16 +196,27 @@ async def test_jwks_unreachable_is_503_not_401(cf_access: FakeCloudflareAccess) 
 
 
 async def test_nothing_stored_is_503_naming_service_and_callers() -> None:
-    """A store that answers but holds no token: 503 on tool calls until one is stored (DESIGN.md 4)."""
-    app = build(**bearer_env())
+    """A store that answers but holds no token: 503 on tool calls until one is stored (the contract)."""
 
     class EmptyStore:
         name = "empty"
 
-        async def get(self, service: str, key: str) -> None:
+        async def get(self, service: str, key: str) -> str | None:
             return None
 
-    app.state.runtime.tokens.store = EmptyStore()
+        async def set(self, service: str, key: str, value: str) -> None:
+            raise ReadOnlyStore("the empty store is read-only")
+
+        async def delete(self, service: str, key: str) -> bool:
+            return False
+
+        async def check(self) -> None:
+            return None
+
+        async def close(self) -> None:
+            return None
+
+    app = build(EmptyStore(), **bearer_env())
     auth = {"Authorization": f"Bearer {DEMO_BEARER}"}
     async with running(app) as http:
         listing = await http.post("/mcp", json=jsonrpc("tools/list"), headers={**MCP_HEADERS, **auth})
@@ -213,19 +237,23 @@ async def test_deeply_nested_json_is_not_a_500() -> None:
 
 
 async def test_websocket_scopes_are_refused() -> None:
-    from mcp_auth.middleware import McpAuthMiddleware
+    from mcp_auth.asgi.authentication import AuthenticationMiddleware
 
     reached: list[str] = []
+    sent: list[Message] = []
 
-    async def inner(scope, receive, send) -> None:  # type: ignore[no-untyped-def]
+    async def inner(scope: Scope, receive: Receive, send: Send) -> None:
         reached.append(scope["type"])
 
-    sent: list[dict[str, object]] = []
+    async def receive() -> Message:
+        return {"type": "websocket.connect"}
 
-    async def send(message) -> None:  # type: ignore[no-untyped-def]
+    async def send(message: Message) -> None:
         sent.append(message)
 
     runtime = build(**bearer_env()).state.runtime
-    middleware = McpAuthMiddleware(inner, authenticator=runtime.authenticator, tokens=runtime.tokens)
-    await middleware({"type": "websocket", "path": "/mcp", "headers": []}, None, send)  # type: ignore[arg-type]
+    middleware = AuthenticationMiddleware(
+        inner, authenticator=runtime.authenticator, service=runtime.settings.service_name
+    )
+    await middleware({"type": "websocket", "path": "/mcp", "headers": []}, receive, send)
     assert reached == [] and sent == [{"type": "websocket.close", "code": 1008}]

@@ -7,23 +7,18 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from mcp_auth import migrations
-from mcp_auth.db import Database, normalize_url
+from mcp_auth.db import Database, migrations, normalize_url, open_database
+from mcp_auth.db.migrations import require_schema
+from mcp_auth.db.models import metadata
 from mcp_auth.errors import ConfigError, ServiceUnavailable
-from mcp_auth.models import metadata
 from mcp_auth.testing.settings import make_settings
 from sqlalchemy import inspect
 
 TABLES = {"tokens", "audit_log", "api_keys", "retired_encryption_keys"}
 
 
-@pytest.fixture(params=["postgres", "sqlite"])
-def database(request: pytest.FixtureRequest) -> Database:
-    return request.getfixturevalue(f"{request.param}_database")
-
-
 def test_start_up_check_opens_the_minimum_pool(postgres_database: Database) -> None:
-    postgres_database.require_schema()
+    require_schema(postgres_database)
     assert postgres_database.engine.pool.checkedin() == 2  # type: ignore[attr-defined]
 
 
@@ -34,7 +29,7 @@ def test_migrated_schema_matches_the_models(database: Database) -> None:
         assert compare_metadata(context, metadata) == []
         assert TABLES <= set(inspect(conn).get_table_names())
         assert migrations.current_revisions(conn) == migrations.head_revisions()
-    database.require_schema()
+    require_schema(database)
 
 
 def test_own_version_table_leaves_alembic_version_to_the_project(database: Database) -> None:
@@ -47,10 +42,10 @@ def test_fresh_sqlite_needs_upgrade_then_passes(tmp_path: Path) -> None:
     database = Database.from_url(f"sqlite:///{tmp_path / 'fresh.db'}", slug="demo-mcp")
     try:
         with pytest.raises(ConfigError, match=r"^database schema is not up to date: run 'demo-mcp db upgrade'$"):
-            database.require_schema()
+            require_schema(database)
         assert migrations.upgrade(database) == migrations.head_revisions()
         assert migrations.upgrade(database) == migrations.head_revisions()  # idempotent
-        database.require_schema()
+        require_schema(database)
     finally:
         database.close()
 
@@ -62,14 +57,14 @@ def test_down_and_up_again(sqlite_database: Database) -> None:
         command.downgrade(migrations.alembic_config(conn), "base")
         assert not TABLES & set(inspect(conn).get_table_names())
     migrations.upgrade(sqlite_database)
-    sqlite_database.require_schema()
+    require_schema(sqlite_database)
 
 
 def test_unreachable_database_is_unavailable_not_outdated() -> None:
     database = Database.from_url("postgresql://u:pw@127.0.0.1:1/db")
     try:
         with pytest.raises(ServiceUnavailable, match=r"^PostgreSQL connection failed$"):
-            database.require_schema()
+            require_schema(database)
         with pytest.raises(ServiceUnavailable, match=r"^PostgreSQL connection failed$"):
             migrations.upgrade(database)
     finally:
@@ -109,7 +104,7 @@ def test_unusable_database_urls_are_config_errors(raw: str) -> None:
 
 
 def test_pool_settings_and_missing_url() -> None:
-    database = Database.from_settings(make_settings(DATABASE_URL="postgresql://u:p@127.0.0.1:1/x"))
+    database = open_database(make_settings(DATABASE_URL="postgresql://u:p@127.0.0.1:1/x"))
     try:
         pool = database.engine.pool
         # Max 10, all kept (no connect/disconnect churn); idle ones are pinged before use.
@@ -118,4 +113,4 @@ def test_pool_settings_and_missing_url() -> None:
     finally:
         database.close()
     with pytest.raises(ConfigError, match="DATABASE_URL is not set"):
-        Database.from_settings(make_settings())
+        open_database(make_settings())

@@ -10,8 +10,8 @@ from typing import Any
 import mcp_auth
 import pytest
 from fastmcp import FastMCP
+from mcp_auth.asgi.app import build_http_app
 from mcp_auth.runtime import Runtime
-from mcp_auth.server import build_http_app
 from mcp_auth.testing.clients import MCP_HEADERS, jsonrpc, mcp_client, running
 from mcp_auth.testing.infisical import FakeInfisical
 from mcp_auth.testing.settings import DEMO_BEARER, make_settings
@@ -123,10 +123,10 @@ def db_env(url: str, **extra: str) -> dict[str, str]:
 
 
 async def test_database_store_prefers_the_callers_own_token(db_url: str) -> None:
-    from mcp_auth.audit import list_events
+    from mcp_auth.db.audit_log import list_events
 
     app = build(**db_env(db_url))
-    store = app.state.runtime.store
+    store = app.state.runtime.tokens.store
     await store.set("demo", "default", "shared-token-000")
     assert await call(app) == {"key": "default", "token": "shared-token-000"}
     await store.set("demo", "ci-bot", "ci-bots-own-token-000")
@@ -140,7 +140,7 @@ async def test_database_store_prefers_the_callers_own_token(db_url: str) -> None
 
 async def test_tokens_survive_a_restart(db_url: str) -> None:
     first = build(**db_env(db_url))
-    await first.state.runtime.store.set("demo", "default", "persistent-token-1")
+    await first.state.runtime.tokens.store.set("demo", "default", "persistent-token-1")
     await first.state.runtime.close()
     assert (await call(build(**db_env(db_url))))["token"] == "persistent-token-1"
 
@@ -152,10 +152,10 @@ async def test_nothing_stored_is_503_naming_the_keys(db_url: str) -> None:
 
 
 async def test_api_key_authenticates_and_revocation_is_immediate(db_url: str) -> None:
-    from mcp_auth.api_keys import ApiKeyStore
+    from mcp_auth.db.keys import ApiKeyStore
 
     app = build(**db_env(db_url))
-    await app.state.runtime.store.set("demo", "default", "shared-token-000")
+    await app.state.runtime.tokens.store.set("demo", "default", "shared-token-000")
     keys = ApiKeyStore(app.state.runtime.database)
     created = await keys.create("dev@example.com")
     headers = {**MCP_HEADERS, "Authorization": f"Bearer {created.key}"}

@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from mcp_auth.audit import list_events, verify_chain
-from mcp_auth.cli.db import call, open_database, print_table, when
+from mcp_auth.cli.running import call, open_database
 from mcp_auth.cli.state import fail
+from mcp_auth.cli.tables import print_table, when
+from mcp_auth.db.audit_log import list_events, verify_chain
 
 app = typer.Typer(no_args_is_help=True, help="The audit log: list, verify.")
 

@@ -6,9 +6,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 import typer
-from mcp_auth.api_keys import ApiKeyStore, valid_email
-from mcp_auth.cli.db import call, open_database, print_table, when
+from mcp_auth.cli.running import call, open_database
 from mcp_auth.cli.state import fail
+from mcp_auth.cli.tables import print_table, when
+from mcp_auth.db.keys import ApiKeyStore, valid_email
 
 app = typer.Typer(no_args_is_help=True, help="API keys callers present as bearer tokens: create, list, revoke.")
 

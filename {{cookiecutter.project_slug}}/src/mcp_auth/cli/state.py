@@ -33,7 +33,7 @@ def state(ctx: typer.Context) -> CliState:
 
 
 def fail(message: str) -> NoReturn:
-    """Exit 1 with exactly one line on stderr (DESIGN.md section 6)."""
+    """Exit 1 with exactly one line on stderr (the CLI's contract: no traceback)."""
     line = " ".join(str(message).split())
     sys.stderr.write(f"error: {line}\n")
     raise typer.Exit(1)

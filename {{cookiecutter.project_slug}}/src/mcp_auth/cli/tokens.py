@@ -15,8 +15,9 @@ from contextlib import contextmanager
 from typing import Annotated
 
 import typer
-from mcp_auth.cli.db import call, open_database, print_table, when
+from mcp_auth.cli.running import call, open_database
 from mcp_auth.cli.state import fail, state
+from mcp_auth.cli.tables import print_table, when
 from mcp_auth.crypto import Keyring, parse_key
 from mcp_auth.errors import McpAuthError, TokenNotFound
 from mcp_auth.stores.base import DEFAULT_KEY

@@ -7,15 +7,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from mcp_auth.config import McpAuthSettings
 from mcp_auth.errors import ConfigError
-from mcp_auth.stores.base import DEFAULT_KEY, TokenStore
+from mcp_auth.stores.base import DEFAULT_KEY, AuditedReads, RotatableStore, TokenStore
 from mcp_auth.stores.env import EnvTokenStore
 
-if TYPE_CHECKING:
-    from mcp_auth.config import McpAuthSettings
+if TYPE_CHECKING:  # annotations only: importing it at run time would load SQLAlchemy
     from mcp_auth.db import Database
 
-__all__ = ["DEFAULT_KEY", "EnvTokenStore", "TokenStore", "build_store"]
+__all__ = ["DEFAULT_KEY", "AuditedReads", "EnvTokenStore", "RotatableStore", "TokenStore", "build_store"]
 
 
 def build_store(settings: McpAuthSettings, database: Database | None) -> TokenStore:

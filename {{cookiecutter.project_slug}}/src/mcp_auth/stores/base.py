@@ -1,8 +1,10 @@
-"""The one interface every token store implements."""
+"""The interface every token store implements, and the optional capabilities some add."""
 
 from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
+
+from mcp_auth.audit import AuditSink
 
 
 @runtime_checkable
@@ -29,6 +31,31 @@ class TokenStore(Protocol):
     async def check(self) -> None: ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class AuditedReads(Protocol):
+    """A store that writes the ``get_token`` audit row itself, in the same round trip as the read
+    (the database store: one connection checkout per hand-out instead of two)."""
+
+    def audit_sink(self) -> AuditSink:
+        """A sink writing to the same audit log as the store's own rows."""
+        ...
+
+    def writes_audit_to(self, sink: AuditSink) -> bool:
+        """True when its own audit rows land where ``sink`` writes (then the fused read is used)."""
+        ...
+
+    async def get_audited(
+        self, service: str, key: str, user_email: str | None = None, *, audit_missing: bool = True
+    ) -> str | None: ...
+
+
+@runtime_checkable
+class RotatableStore(Protocol):
+    """A store holding encrypted tokens that can be re-encrypted under a new key."""
+
+    async def rotate_key(self, old_key: str, new_key: str) -> int: ...
 
 
 DEFAULT_KEY = "default"

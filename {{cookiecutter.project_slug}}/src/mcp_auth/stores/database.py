@@ -16,15 +16,17 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import anyio.to_thread
-from mcp_auth.audit import Action, AuditEvent, Result, append
+from mcp_auth.audit import Action, AuditEvent, AuditSink, Result
+from mcp_auth.config import McpAuthSettings
 from mcp_auth.crypto import Envelope, Keyring, MissingKeyError, parse_key
-from mcp_auth.db import Database, as_utc
+from mcp_auth.db import Database, as_utc, open_database
+from mcp_auth.db.audit_log import DatabaseAuditSink, append
+from mcp_auth.db.models import retired_encryption_keys as retired
+from mcp_auth.db.models import tokens
 from mcp_auth.errors import ConfigError, DecryptionError, McpAuthError, ServiceUnavailable
-from mcp_auth.models import retired_encryption_keys as retired
-from mcp_auth.models import tokens
 from mcp_auth.stores.base import DEFAULT_KEY
 from psycopg import postgres
 from psycopg.abc import Buffer
@@ -34,9 +36,6 @@ from sqlalchemy import Table, bindparam, delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
-
-if TYPE_CHECKING:
-    from mcp_auth.config import McpAuthSettings
 
 T = TypeVar("T")
 Progress = Callable[[int, int], None]
@@ -159,6 +158,58 @@ class _Undecryptable(Exception):
         self.error = error
 
 
+@dataclass(frozen=True, slots=True)
+class _AuditedRead:
+    """The unit of work of ``get_audited``, run in one transaction on a worker thread."""
+
+    keyring: Keyring
+    service: str
+    key: str
+    user_email: str
+    audit_missing: bool
+    event: Callable[..., AuditEvent]
+
+    def __call__(self, conn: Connection) -> tuple[str | None, DecryptionError | None]:
+        postgres = conn.dialect.name == "postgresql"
+        row = self._read_pg(conn) if postgres else self._read_sqlite(conn)
+        if row is None:
+            return None, None
+        try:
+            value = self.keyring.decrypt(self.service, self.key, row)
+        except DecryptionError as exc:
+            if postgres and row.key_id in self.keyring:
+                raise _Undecryptable(exc) from None  # roll back the optimistic success row
+            append(conn, self.event("failure", exc.message))
+            return None, exc
+        if not postgres:
+            append(conn, self.event("success"))
+        return value, None
+
+    def _read_pg(self, conn: Connection) -> Envelope | None:
+        # One statement reads the row and writes its success row, inside a transaction that
+        # commits only once the value decrypted: a row that does not authenticate (tampering)
+        # rolls the success row back and gets a failure row instead.
+        driver = conn.connection.driver_connection
+        assert driver is not None
+        parameters = {
+            "service": self.service,
+            "key": self.key,
+            "at": datetime.now(UTC),
+            "user_email": self.user_email,
+            "key_ids": list(self.keyring.ids),
+            "audit_missing": self.audit_missing,
+        }
+        with _driver_errors(conn):
+            found = driver.execute(_GET_AUDITED_PG, parameters).fetchone()
+        return None if found is None else Envelope(found[0], bytes(found[1]), bytes(found[2]))
+
+    def _read_sqlite(self, conn: Connection) -> Envelope | None:
+        row = _select_token(conn, self.service, self.key)
+        if row is None and self.audit_missing:
+            append(conn, self.event("failure", "not found"))
+        return row
+
+
 class DatabaseTokenStore:
     """TokenStore over the ``tokens`` table; ``actor`` is who audit rows of writes name."""
 
@@ -186,10 +237,10 @@ class DatabaseTokenStore:
     def from_settings(
         cls, settings: McpAuthSettings, database: Database | None = None, *, actor: str | None = None
     ) -> DatabaseTokenStore:
-        keyring = Keyring.from_settings(settings)
+        keyring = settings.keyring()
         owns = database is None
         return cls(
-            database if database is not None else Database.from_settings(settings),
+            database if database is not None else open_database(settings),
             keyring,
             actor=actor or settings.operator,
             service_name=settings.service_name,
@@ -208,6 +259,12 @@ class DatabaseTokenStore:
         )
         return None if row is None else self._keyring.decrypt(service, key, row)
 
+    def audit_sink(self) -> AuditSink:
+        return DatabaseAuditSink(self.database)
+
+    def writes_audit_to(self, sink: AuditSink) -> bool:
+        return isinstance(sink, DatabaseAuditSink) and sink.database is self.database
+
     async def get_audited(
         self, service: str, key: str, user_email: str | None = None, *, audit_missing: bool = True
     ) -> str | None:
@@ -221,50 +278,12 @@ class DatabaseTokenStore:
         the error is raised.
         """
         event = functools.partial(AuditEvent, "get_token", service, key, user_email or self.actor)
-        keyring = self._keyring
-
-        def work(conn: Connection) -> tuple[str | None, DecryptionError | None]:
-            if conn.dialect.name == "postgresql":
-                # One statement reads the row and writes its success row, inside a transaction
-                # that commits only once the value decrypted: a row that does not authenticate
-                # (tampering) rolls the success row back and gets a failure row instead.
-                driver = conn.connection.driver_connection
-                assert driver is not None
-                with _driver_errors(conn):
-                    found = driver.execute(
-                        _GET_AUDITED_PG,
-                        {
-                            "service": service,
-                            "key": key,
-                            "at": datetime.now(UTC),
-                            "user_email": user_email or self.actor,
-                            "key_ids": list(keyring.ids),
-                            "audit_missing": audit_missing,
-                        },
-                    ).fetchone()
-                row = None if found is None else Envelope(found[0], bytes(found[1]), bytes(found[2]))
-            else:
-                row = _select_token(conn, service, key)
-                if row is None and audit_missing:
-                    append(conn, event("failure", "not found"))
-            if row is None:
-                return None, None
-            try:
-                value = keyring.decrypt(service, key, row)
-            except DecryptionError as exc:
-                if conn.dialect.name == "postgresql" and row.key_id in keyring:
-                    raise _Undecryptable(exc) from None  # roll back the optimistic success row
-                append(conn, event("failure", exc.message))
-                return None, exc
-            if conn.dialect.name != "postgresql":
-                append(conn, event("success"))
-            return value, None
-
+        read = _AuditedRead(self._keyring, service, key, user_email or self.actor, audit_missing, event)
         try:
-            value, error = await self.database.run(work)
+            value, error = await self.database.run(read)
         except _Undecryptable as undecryptable:
             error = undecryptable.error
-            await self.database.run(lambda conn: append(conn, event("failure", error.message)))
+            await self.database.run(functools.partial(append, event=event("failure", error.message)))
         if error is not None:
             raise error
         return value

@@ -85,10 +85,8 @@ class InfisicalStore:
     ) -> None:
         if not project_id:
             raise ConfigError("INFISICAL_PROJECT_ID is required when MCP_TOKEN_STORE=infisical")
-        if isinstance(client_secret, str):
-            client_secret = SecretStr(client_secret)
-        if isinstance(access_token, str):
-            access_token = SecretStr(access_token)
+        client_secret = SecretStr(client_secret) if isinstance(client_secret, str) else client_secret
+        access_token = SecretStr(access_token) if isinstance(access_token, str) else access_token
         self._universal_auth = bool(client_id and client_secret)
         if not self._universal_auth and not access_token:
             raise ConfigError(
@@ -96,10 +94,6 @@ class InfisicalStore:
                 "is required when MCP_TOKEN_STORE=infisical"
             )
         self._base_url = _normalize_host(host)
-        url = httpx.URL(self._base_url)
-        if url.scheme != "https" and url.host not in ("localhost", "127.0.0.1", "::1"):
-            # Allowed for a self-hosted Infisical on a private network, but worth a line in the log.
-            logger.warning("INFISICAL_HOST is not https: credentials and the token travel unencrypted")
         self._project_id = project_id
         self._environment = environment
         self._secret_path = secret_path or "/"
@@ -115,9 +109,8 @@ class InfisicalStore:
         self._clock = clock
 
         # Universal auth wins when configured (its tokens renew); otherwise the static token.
-        self._access: _AccessToken | None = None
-        if not self._universal_auth and access_token is not None:
-            self._access = _AccessToken(access_token.get_secret_value(), renew_at=None)
+        static = None if self._universal_auth or access_token is None else access_token.get_secret_value()
+        self._access: _AccessToken | None = None if static is None else _AccessToken(static, renew_at=None)
         self._client: httpx.AsyncClient | None = None
         self._login_lock: asyncio.Lock | None = None
         self._cache: dict[CacheKey, _CacheEntry] = {}
@@ -380,8 +373,12 @@ class InfisicalStore:
 
 def _normalize_host(host: str) -> str:
     # Accept "https://app.infisical.com/", and ".../api" as some SDKs document it.
-    host = (host or DEFAULT_HOST).strip().rstrip("/")
-    return host.removesuffix("/api")
+    host = (host or DEFAULT_HOST).strip().rstrip("/").removesuffix("/api")
+    url = httpx.URL(host)
+    if url.scheme != "https" and url.host not in ("localhost", "127.0.0.1", "::1"):
+        # Allowed for a self-hosted Infisical on a private network, but worth a line in the log.
+        logger.warning("INFISICAL_HOST is not https: credentials and the token travel unencrypted")
+    return host
 
 
 @functools.cache

@@ -6,6 +6,8 @@ that need it are skipped locally, but fail when CI=true (a CI run that silently 
 PostgreSQL test would prove nothing).
 ``sqlite_url``: a migrated SQLite file in the test's tmp_path.
 ``postgres_database`` / ``sqlite_database``: a ``Database`` on those, emptied before each test.
+``database``: both of them, parametrized (``[postgres]`` / ``[sqlite]``): a test taking it runs
+once on each backend.
 """
 
 from __future__ import annotations
@@ -17,13 +19,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from mcp_auth import migrations
-from mcp_auth.db import Database, normalize_url
+from mcp_auth.db import Database, migrations, normalize_url
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
 __all__ = [
+    "database",
     "database_url",
     "migrated_sqlite_template",
     "postgres_database",
@@ -109,3 +111,10 @@ def sqlite_database(sqlite_url: str) -> Iterator[Database]:
     database = Database.from_url(sqlite_url, slug=SLUG)
     yield database
     database.close()
+
+
+@pytest.fixture(params=["postgres", "sqlite"])
+def database(request: pytest.FixtureRequest) -> Database:
+    """Each test that takes it runs twice: on ``postgres_database`` and on ``sqlite_database``."""
+    found: Database = request.getfixturevalue(f"{request.param}_database")
+    return found

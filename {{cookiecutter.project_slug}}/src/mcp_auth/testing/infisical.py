@@ -269,7 +269,8 @@ class FakeInfisical:
             "tokenType": "Bearer",
         }
 
-    def _read(self, request: RecordedRequest) -> tuple[int, dict[str, Any]]:
+    def _rejected_token(self, request: RecordedRequest) -> tuple[int, dict[str, Any]] | None:
+        """Infisical's answer to a missing, unknown, revoked or expired access token, else None."""
         if "x-api-key" in request.headers and "authorization" not in request.headers:
             return 401, _error(401, "API keys are no longer supported; use a machine identity")
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
@@ -284,6 +285,12 @@ class FakeInfisical:
             body = _error(403, "Your token has expired. Please re-authenticate.")
             body["error"] = "TokenError"
             return 403, body
+        return None
+
+    def _read(self, request: RecordedRequest) -> tuple[int, dict[str, Any]]:
+        rejected = self._rejected_token(request)
+        if rejected is not None:
+            return rejected
         project, environment = request.query.get("projectId"), request.query.get("environment")
         if not project:
             return 422, _error(422, "projectId is required")

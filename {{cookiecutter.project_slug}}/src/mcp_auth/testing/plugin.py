@@ -1,13 +1,84 @@
 """pytest plugin (enabled with ``-p mcp_auth.testing.plugin``): fixtures for mcp_auth's tests
-and for the project's own."""
+and for the project's own.
+
+The project under test is named in the pytest configuration, so the project's tests hold no
+template placeholders::
+
+    [tool.pytest.ini_options]
+    mcp_auth_project = "my_pkg.project:PROJECT"        # the ``project`` fixture
+    mcp_auth_app_factory = "my_pkg.app:create_app"     # the ``create_app`` fixture
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import importlib
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, cast
 
 import pytest
+from mcp_auth import token_functions
+from mcp_auth.config import McpAuthSettings, ProjectInfo
 from mcp_auth.testing.cloudflare import FakeCloudflareAccess
-from mcp_auth.testing.database import *  # noqa: F403  (database_url, sqlite_url)
+from mcp_auth.testing.database import *  # noqa: F403  (database, database_url, sqlite_url, ...)
+
+if TYPE_CHECKING:  # annotations only: the plugin loads before (and without) FastMCP
+    from starlette.applications import Starlette
+
+AppFactory = Callable[[McpAuthSettings], "Starlette"]
+"""The project's ``create_app(settings)``."""
+
+PROJECT_OPTION = "mcp_auth_project"
+APP_FACTORY_OPTION = "mcp_auth_app_factory"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addini(PROJECT_OPTION, 'The project\'s ProjectInfo, as "module:attribute" (the `project` fixture).')
+    parser.addini(APP_FACTORY_OPTION, 'The project\'s app factory, as "module:attribute" (the `create_app` fixture).')
+
+
+def load_object(spec: str, *, option: str) -> object:
+    """The object named by ``"package.module:attribute"`` (attribute may be dotted)."""
+    module_name, sep, attribute = spec.strip().partition(":")
+    if not sep or not module_name or not attribute:
+        raise pytest.UsageError(f'{option} = "{spec}" is not "module:attribute"')
+    found: object = importlib.import_module(module_name)
+    for part in attribute.split("."):
+        found = getattr(found, part)
+    return found
+
+
+def _configured(config: pytest.Config, option: str) -> object:
+    spec = str(config.getini(option) or "")
+    if not spec.strip():
+        raise pytest.UsageError(f'{option} is not set in [tool.pytest.ini_options] (e.g. "my_pkg.project:PROJECT")')
+    return load_object(spec, option=option)
+
+
+@pytest.fixture(scope="session")
+def project(pytestconfig: pytest.Config) -> ProjectInfo:
+    """The project under test (its baked-in names and defaults), from ``mcp_auth_project``."""
+    found = _configured(pytestconfig, PROJECT_OPTION)
+    if not isinstance(found, ProjectInfo):
+        raise pytest.UsageError(f"{PROJECT_OPTION} names a {type(found).__name__}, not a ProjectInfo")
+    return found
+
+
+@pytest.fixture(scope="session")
+def create_app(pytestconfig: pytest.Config) -> AppFactory:
+    """The project's app factory (``create_app(settings)``), from ``mcp_auth_app_factory``."""
+    found = _configured(pytestconfig, APP_FACTORY_OPTION)
+    if not callable(found):
+        raise pytest.UsageError(f"{APP_FACTORY_OPTION} names a {type(found).__name__}, not a callable")
+    return cast(AppFactory, found)
+
+
+@pytest.fixture
+def token_functions_state() -> Iterator[None]:
+    """The package-level token functions (``mcp_auth.configure``, ``get_token``, ...) start
+    unconfigured and are put back as they were after the test: their process-wide project
+    and service never leak from one test into another."""
+    with token_functions.isolated():
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -8,6 +8,7 @@ DEMO = ProjectInfo(slug="demo-mcp", service_name="demo", service_token_env="DEMO
 DEMO_BEARER = "demo-bearer-token-0123456789abcdef"
 
 
-def make_settings(project: ProjectInfo = DEMO, **env: str) -> McpAuthSettings:
-    """``make_settings(MCP_AUTH_MODE="bearer", MCP_BEARER_TOKENS="ci=...")``."""
+def make_settings(project: ProjectInfo = DEMO, /, **env: str) -> McpAuthSettings:
+    """``make_settings(MCP_AUTH_MODE="bearer", MCP_BEARER_TOKENS="ci=...")``; another project
+    goes first (positional only, so ``**env`` of a ``dict[str, str]`` type-checks)."""
     return load_settings(project, environ=env)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from mcp_auth.api_keys import PREFIX, ApiKeyStore
-from mcp_auth.db import Database
+from mcp_auth.db.engine import Database
+from mcp_auth.db.keys import PREFIX, ApiKeyStore
 from mcp_auth.identity import Identity
 
 

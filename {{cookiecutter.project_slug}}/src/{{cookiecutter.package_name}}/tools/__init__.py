@@ -6,7 +6,7 @@ token: read both with ``mcp_auth.current()``.
 
 from fastmcp import FastMCP
 
-from {{ cookiecutter.package_name }}.tools import upstream, whoami
+from . import upstream, whoami
 
 TOOL_MODULES = [whoami, upstream]
 

@@ -1,4 +1,4 @@
-"""Example tool: call the upstream {{ cookiecutter.service_name }} API with the service token.
+"""Example tool: call the upstream API with the service token.
 
 The caller authenticated to *us*; the upstream sees only the service token resolved for this call
 (the caller's own when one is stored under their identity, else the shared ``default``).
@@ -14,7 +14,7 @@ import mcp_auth
 from fastmcp import FastMCP
 from fastmcp.exceptions import ToolError
 
-from {{ cookiecutter.package_name }}.project import UPSTREAM_BASE_URL
+from ..project import PROJECT, UPSTREAM_BASE_URL
 
 TIMEOUT = httpx.Timeout(10.0, connect=3.0)
 MAX_BODY_CHARS = 20_000
@@ -26,7 +26,7 @@ def base_url() -> str:
 
 
 async def upstream_get(path: str) -> Any:
-    """GET a path of the {{ cookiecutter.service_name }} API (e.g. "/whoami") and return its JSON."""
+    """GET a path of the upstream API (e.g. "/whoami") and return its JSON."""
     if not path.startswith("/") or path.startswith("//") or "://" in path or "\\" in path:
         raise ToolError("path must be a path on the upstream API, starting with a single '/'")
     token = mcp_auth.current().service_token
@@ -40,7 +40,8 @@ async def upstream_get(path: str) -> Any:
         raise ToolError(f"upstream API unreachable ({base_url()}): {type(exc).__name__}") from None
     if response.status_code in (401, 403):
         raise ToolError(
-            f"upstream API rejected the service token (HTTP {response.status_code}); check the stored {{ cookiecutter.service_name }} token"
+            f"upstream API rejected the service token (HTTP {response.status_code}); "
+            f"check the stored {PROJECT.service_name} token"
         )
     if response.status_code >= 400:
         raise ToolError(f"upstream API error: HTTP {response.status_code} for {path}")
@@ -51,4 +52,5 @@ async def upstream_get(path: str) -> Any:
 
 
 def register(mcp: FastMCP) -> None:
-    mcp.tool(upstream_get)
+    description = f"GET a path of the {PROJECT.service_name} API (e.g. /whoami) and return its JSON."
+    mcp.tool(upstream_get, description=description)

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from mcp_auth.db import Database, as_utc
+from mcp_auth.db.engine import Database, as_utc
+from mcp_auth.db.models import api_keys
 from mcp_auth.errors import AuthenticationFailed
-from mcp_auth.models import api_keys
 from sqlalchemy import or_, select, update
 from sqlalchemy.engine import Connection
 

@@ -14,7 +14,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from mcp_auth.db import Database
+from mcp_auth.db.engine import Database
 from mcp_auth.errors import ConfigError
 from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
@@ -24,7 +24,7 @@ VERSION_TABLE = "mcp_auth_alembic_version"
 # Two replicas running `db upgrade` at once must not both apply a migration.
 _MIGRATION_LOCK = 0x6D63705F6D696772  # "mcp_migr"
 
-_PACKAGE_DIR = Path(__file__).resolve().parent
+_PACKAGE_DIR = Path(__file__).resolve().parent.parent  # mcp_auth/
 
 
 def migrations_dir() -> Path:
@@ -67,3 +67,18 @@ def upgrade(database: Database, revision: str = "head") -> set[str]:
             return current_revisions(conn)
     except SQLAlchemyError as exc:
         raise database.unavailable(exc) from None
+
+
+def require_schema(database: Database) -> None:
+    """ConfigError unless the Alembic head is applied; ServiceUnavailable when unreachable.
+
+    Also opens the pool's minimum of connections (the start-up check is their first use).
+    """
+    try:
+        database.warm_up()
+        with database.engine.connect() as conn:
+            current = current_revisions(conn)
+    except SQLAlchemyError as exc:
+        raise database.unavailable(exc) from None
+    if current != head_revisions():
+        raise ConfigError(database.outdated_schema_message)

@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import anyio.to_thread
 from mcp_auth.errors import ConfigError, ServiceUnavailable
@@ -30,18 +30,16 @@ from sqlalchemy.exc import (
 )
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-if TYPE_CHECKING:
-    from mcp_auth.config import McpAuthSettings
-
 T = TypeVar("T")
 
 logger = logging.getLogger("mcp_auth.db")
 
-# DESIGN.md section 4: pool min 2, max 10 on PostgreSQL. SQLAlchemy closes "overflow"
+# The contract: pool min 2, max 10 on PostgreSQL. SQLAlchemy closes "overflow"
 # connections the moment they are returned, so pool_size=2 + max_overflow=8 would start and tear
 # down a PostgreSQL backend (milliseconds each) for every request beyond two concurrent ones
 # (measured at 8 concurrent callers: store.get p50 ~20 ms with that churn, ~6 ms without). So all
-# 10 are kept once opened, and require_schema() (the start-up check) opens the minimum of 2.
+# 10 are kept once opened, and the start-up schema check (migrations.require_schema) opens the
+# minimum of 2.
 POOL_MIN = 2
 POOL_MAX = 10
 CONNECT_TIMEOUT_SECONDS = 3
@@ -149,12 +147,6 @@ class Database:
         self.label = "PostgreSQL" if self.is_postgres else "database"
 
     @classmethod
-    def from_settings(cls, settings: McpAuthSettings) -> Database:
-        if settings.database_url is None:
-            raise ConfigError("DATABASE_URL is not set (e.g. postgresql://user:password@host:5432/db)")
-        return cls.from_url(settings.database_url.get_secret_value(), slug=settings.slug)
-
-    @classmethod
     def from_url(cls, raw_url: str, *, slug: str = "mcp-server") -> Database:
         url = normalize_url(raw_url)
         engine = _postgres_engine(url, slug) if url.get_backend_name() == "postgresql" else _sqlite_engine(url)
@@ -167,6 +159,12 @@ class Database:
     @property
     def outdated_schema_message(self) -> str:
         return f"database schema is not up to date: run '{self.slug} db upgrade'"
+
+    def warm_up(self, connections: int = POOL_MIN) -> None:
+        """Open ``connections`` pooled connections now (the contract's pool minimum)."""
+        with contextlib.ExitStack() as stack:
+            for _ in range(connections):
+                stack.enter_context(self.engine.connect())
 
     # ----- running work --------------------------------------------------------------------
 
@@ -221,19 +219,6 @@ class Database:
     async def check(self) -> None:
         """Readiness probe: one round trip, ServiceUnavailable when the database cannot answer."""
         await self.run(lambda conn: conn.execute(text("SELECT 1")).scalar_one(), autocommit=True, retry=True)
-
-    def require_schema(self) -> None:
-        """ConfigError unless the Alembic head is applied; ServiceUnavailable when unreachable."""
-        from mcp_auth import migrations  # Alembic is only needed for this start-up check
-
-        try:
-            with contextlib.ExitStack() as stack:
-                conn, *_ = [stack.enter_context(self.engine.connect()) for _ in range(POOL_MIN)]
-                current = migrations.current_revisions(conn)
-        except SQLAlchemyError as exc:
-            raise self.unavailable(exc) from None
-        if current != migrations.head_revisions():
-            raise ConfigError(self.outdated_schema_message)
 
     def close(self) -> None:
         self.engine.dispose()

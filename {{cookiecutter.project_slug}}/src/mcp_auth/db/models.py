@@ -6,6 +6,7 @@ runtime code and the Alembic history cannot drift apart.
 
 from __future__ import annotations
 
+from mcp_auth.audit import ACTIONS, RESULTS
 from sqlalchemy import (
     BigInteger,
     CheckConstraint,
@@ -35,8 +36,10 @@ metadata = MetaData(
     }
 )
 
-ACTIONS = ("get_token", "set_token", "delete_token", "rotate_key", "import_env")
-RESULTS = ("success", "failure")
+
+def _one_of(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(value) for value in values)})"
+
 
 tokens = Table(
     "tokens",
@@ -56,7 +59,7 @@ audit_log = Table(
     "audit_log",
     metadata,
     # On PostgreSQL a trigger assigns id, prev_hash and hash under an advisory lock (see the
-    # 0001 migration); on SQLite mcp_auth.audit computes them inside a BEGIN IMMEDIATE transaction.
+    # 0001 migration); on SQLite mcp_auth.db.audit_log computes them inside a BEGIN IMMEDIATE transaction.
     # No sequence: ids are dense and in chain order.
     Column("id", Id, primary_key=True, autoincrement=False, server_default=FetchedValue()),
     Column("at", DateTime(timezone=True), nullable=False, server_default=func.now()),
@@ -68,8 +71,8 @@ audit_log = Table(
     Column("detail", Text, nullable=True),
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False),
-    CheckConstraint("action IN ('get_token', 'set_token', 'delete_token', 'rotate_key', 'import_env')", name="action"),
-    CheckConstraint("result IN ('success', 'failure')", name="result"),
+    CheckConstraint(_one_of("action", ACTIONS), name="action"),
+    CheckConstraint(_one_of("result", RESULTS), name="result"),
     Index(None, "service_id", "at"),
 )
 

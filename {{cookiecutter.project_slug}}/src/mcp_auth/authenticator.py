@@ -1,6 +1,7 @@
 """Which credential a request carries, and which verifier decides it, by MCP_AUTH_MODE.
 
-Rules (DESIGN.md section 5): a credential that is present decides, Cloudflare first; in
+Rules: a credential that is present decides, Cloudflare first (an invalid Cloudflare JWT is a
+401 even next to a valid bearer token); in
 ``cloudflare`` mode bearer tokens are refused, in ``bearer`` mode Cloudflare JWTs are refused.
 """
 

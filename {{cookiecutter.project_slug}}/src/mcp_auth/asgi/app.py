@@ -1,0 +1,108 @@
+"""Turn a FastMCP server into the authenticated HTTP app: /mcp, /health, /status."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from fastmcp import FastMCP
+from mcp_auth import token_functions
+from mcp_auth.asgi.authentication import PUBLIC_PATHS, AuthenticationMiddleware
+from mcp_auth.asgi.responses import unavailable_body
+from mcp_auth.asgi.token_resolution import TokenResolutionMiddleware
+from mcp_auth.errors import ServiceUnavailable
+from mcp_auth.runtime import Runtime
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+logger = logging.getLogger("mcp_auth.server")
+
+MCP_PATH = "/mcp"
+
+
+def build_http_app(mcp: FastMCP, runtime: Runtime) -> Starlette:
+    """Stateless streamable HTTP (any replica can serve any request), authenticated."""
+    _add_probes(mcp, runtime)
+    app = mcp.http_app(
+        path=MCP_PATH,
+        stateless_http=True,
+        json_response=True,
+        middleware=[
+            Middleware(
+                AuthenticationMiddleware,
+                authenticator=runtime.authenticator,
+                service=runtime.settings.service_name,
+                public_paths=PUBLIC_PATHS,
+            ),
+            Middleware(TokenResolutionMiddleware, tokens=runtime.tokens, public_paths=PUBLIC_PATHS),
+        ],
+    )
+    inner_lifespan = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(starlette_app: Starlette) -> AsyncIterator[None]:
+        remove_signal = _install_refresh_signal(runtime)
+        # Tools calling mcp_auth.get_token() & co. share the server's store and audit log.
+        restore = token_functions.use(runtime.tokens)
+        try:
+            async with inner_lifespan(starlette_app):
+                yield
+        finally:
+            restore()
+            remove_signal()
+            await runtime.close()
+
+    app.router.lifespan_context = lifespan
+    app.state.runtime = runtime
+    return app
+
+
+def _add_probes(mcp: FastMCP, runtime: Runtime) -> None:
+    settings = runtime.settings
+
+    @mcp.custom_route("/health", methods=["GET"], include_in_schema=False)
+    async def health(request: Request) -> JSONResponse:
+        return JSONResponse(
+            {
+                "status": "ok",
+                "service": settings.slug,
+                "auth": settings.auth_mode,
+                "token_storage": settings.token_store,
+            }
+        )
+
+    @mcp.custom_route("/status", methods=["GET"], include_in_schema=False)
+    async def status(request: Request) -> JSONResponse:
+        try:
+            await runtime.check()
+        except ServiceUnavailable as exc:
+            return JSONResponse(unavailable_body(exc.message), status_code=503)
+        return JSONResponse({"status": "ready", "service": settings.slug, "token_storage": settings.token_store})
+
+
+def _install_refresh_signal(runtime: Runtime) -> Callable[[], None]:
+    """SIGHUP drops cached tokens (Infisical) so a rotated secret is used without a restart.
+    Returns the function that removes the handler again."""
+    invalidate = getattr(runtime.tokens.store, "invalidate", None)
+    if invalidate is None:
+        return lambda: None
+
+    def on_hup() -> None:
+        logger.info("SIGHUP: token cache cleared")
+        invalidate()
+
+    loop = asyncio.get_running_loop()
+    try:
+        loop.add_signal_handler(signal.SIGHUP, on_hup)
+    except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or Windows
+        return lambda: None
+
+    def remove() -> None:
+        loop.remove_signal_handler(signal.SIGHUP)
+
+    return remove

@@ -1,0 +1,51 @@
+"""Reading a request body once (bounded) and handing it on, and what JSON-RPC it carries."""
+
+from __future__ import annotations
+
+import json
+
+from starlette.types import Message, Receive
+
+MAX_BODY_BYTES = 4 * 1024 * 1024
+
+
+def is_tool_call(body: bytes) -> bool:
+    """True when the JSON-RPC message (or any message of a batch) is ``tools/call``."""
+    try:
+        message = json.loads(body)
+    except (ValueError, RecursionError):  # RecursionError: absurdly nested JSON
+        return False  # FastMCP answers the parse error itself
+    messages = message if isinstance(message, list) else [message]
+    return any(isinstance(m, dict) and m.get("method") == "tools/call" for m in messages)
+
+
+async def read_body(receive: Receive, limit: int = MAX_BODY_BYTES) -> bytes | None:
+    """The whole body, or None when it is larger than ``limit``."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+def replay(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that yields ``body`` first, then whatever the client sends next."""
+    sent = False
+
+    async def replayed() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replayed

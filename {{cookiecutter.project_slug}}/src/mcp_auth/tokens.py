@@ -1,0 +1,150 @@
+"""Upstream tokens: the one service every read, write and rotation goes through.
+
+Every hand-out is audited. The middleware (``resolve``: the caller's own token, else the shared
+``default``) and the package-level functions (``get``) share it. A store that writes its own
+audit rows into the same log (``AuditedReads``: the database store) gets the one-round-trip
+path; any other store is read, then audited through the sink. The actor of a read made while
+serving a request is the authenticated caller; outside a request it is the operator.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass, field
+
+from mcp_auth.audit import AuditEvent, AuditSink, Result
+from mcp_auth.context import current_identity
+from mcp_auth.errors import DecryptionError, McpAuthError, ReadOnlyStore, ServiceUnavailable, TokenNotFound
+from mcp_auth.identity import Identity
+from mcp_auth.logs import register_secret
+from mcp_auth.stores.base import DEFAULT_KEY, AuditedReads, RotatableStore, TokenStore
+
+logger = logging.getLogger("mcp_auth.tokens")
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedToken:
+    key: str
+    value: str = field(repr=False)
+
+
+class TokenService:
+    def __init__(self, store: TokenStore, audit: AuditSink, *, service: str, operator: str) -> None:
+        """``service``: the upstream service a request's token is resolved for; ``operator``:
+        the audit actor of reads made outside a request."""
+        self._store = store
+        self._audit = audit
+        self.service = service
+        self.operator = operator
+        # Decided once: store and sink are fixed for the service's lifetime.
+        self._fused: AuditedReads | None = (
+            store if isinstance(store, AuditedReads) and store.writes_audit_to(audit) else None
+        )
+
+    @property
+    def store(self) -> TokenStore:
+        return self._store
+
+    @property
+    def audit(self) -> AuditSink:
+        return self._audit
+
+    @property
+    def reads_in_one_trip(self) -> bool:
+        """True when the store writes each read's audit row itself, in the same round trip."""
+        return self._fused is not None
+
+    # ----- reads ---------------------------------------------------------------------------
+
+    async def resolve(self, identity: Identity) -> ResolvedToken | None:
+        """The caller's own token, else the shared one; ``None`` when neither is stored.
+
+        Raises ServiceUnavailable when the store cannot answer (a DecryptionError becomes one
+        too: the server cannot hand out the token until an operator fixes the key).
+        """
+        keys = [identity.subject] if identity.subject != DEFAULT_KEY else []
+        keys.append(DEFAULT_KEY)
+        for key in keys:
+            try:
+                value = await self._read(self.service, key, identity.subject, audit_missing=False)
+            except DecryptionError as exc:
+                raise ServiceUnavailable(exc.message) from None
+            if value is not None:
+                return ResolvedToken(key, value)
+        missing = str(TokenNotFound(self.service, DEFAULT_KEY))
+        await self._record(self.service, DEFAULT_KEY, identity.subject, "failure", missing)
+        return None
+
+    async def get(self, service: str, key: str) -> str | None:
+        """The plaintext token or None; every call leaves a ``get_token`` audit entry."""
+        return await self._read(service, key, self.actor(), audit_missing=True)
+
+    def actor(self) -> str:
+        identity = current_identity()
+        return self.operator if identity is None else identity.subject
+
+    async def _read(self, service: str, key: str, actor: str, *, audit_missing: bool) -> str | None:
+        if self._fused is not None:
+            value = await self._fused.get_audited(service, key, actor, audit_missing=audit_missing)
+        else:
+            value = await self._read_then_audit(service, key, actor, audit_missing=audit_missing)
+        if value is not None:
+            register_secret(value)
+        return value
+
+    async def _read_then_audit(self, service: str, key: str, actor: str, *, audit_missing: bool) -> str | None:
+        try:
+            value = await self._store.get(service, key)
+        except McpAuthError as exc:
+            with contextlib.suppress(McpAuthError):  # the store's error is the one to report
+                await self._record(service, key, actor, "failure", exc.message)
+            raise
+        if value is not None:
+            # A token is never handed out unaudited: a failed audit write is a 503.
+            await self._record(service, key, actor, "success", None, required=True)
+        elif audit_missing:
+            await self._record(service, key, actor, "failure", "not found")
+        return value
+
+    async def _record(
+        self,
+        service: str,
+        key: str,
+        actor: str,
+        result: Result,
+        detail: str | None,
+        *,
+        required: bool = False,
+    ) -> None:
+        event = AuditEvent("get_token", service, key, actor, result, detail)
+        try:
+            await self._audit.record(event)
+        except McpAuthError as exc:
+            logger.error("audit write failed", extra={"reason": exc.message, "action": "get_token"})
+            if required:
+                raise ServiceUnavailable(f"audit log unavailable: {exc.message}") from None
+
+    # ----- writes (the store audits them in the same transaction) ----------------------------
+
+    async def set(self, service: str, key: str, value: str) -> None:
+        """Store (encrypt) a token; ReadOnlyStore on the env and Infisical stores."""
+        await self.store.set(service, key, value)
+
+    async def delete(self, service: str, key: str) -> bool:
+        """True when a token was deleted, False when none was stored."""
+        return await self.store.delete(service, key)
+
+    async def rotate_key(self, old_key: str, new_key: str) -> int:
+        """Re-encrypt every token from ``old_key`` to ``new_key`` (base64 keys); all or nothing."""
+        if not isinstance(self.store, RotatableStore):
+            raise ReadOnlyStore(
+                f"rotate_key needs MCP_TOKEN_STORE=postgres (the {self.store.name} store is not encrypted)"
+            )
+        return await self.store.rotate_key(old_key, new_key)
+
+    async def check(self) -> None:
+        await self.store.check()
+
+    async def close(self) -> None:
+        await self.store.close()

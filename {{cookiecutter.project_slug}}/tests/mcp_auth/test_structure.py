@@ -1,0 +1,158 @@
+"""The shape of mcp_auth that keeps it readable: its imports form a tree (function-level and
+TYPE_CHECKING imports included), the layers only import downwards, and a server without a
+database never loads the database stack."""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import mcp_auth
+import pytest
+from mcp_auth.config import ProjectInfo
+
+PACKAGE_DIR = Path(mcp_auth.__file__).resolve().parent
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE_DIR.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {_module_name(path): path for path in PACKAGE_DIR.rglob("*.py") if "_migrations" not in path.parts}
+
+
+def _imported(module: str, node: ast.Import | ast.ImportFrom) -> list[str]:
+    if isinstance(node, ast.Import):
+        return [alias.name for alias in node.names]
+    base = node.module or ""
+    if node.level:
+        parts = module.split(".")
+        keep = len(parts) - node.level + (1 if MODULES[module].name == "__init__.py" else 0)
+        base = ".".join([*parts[:keep], *([base] if base else [])])
+    return [base, *(f"{base}.{alias.name}" for alias in node.names)]
+
+
+def imports_of(module: str) -> set[str]:
+    """Every name ``module`` imports anywhere in its body (functions and TYPE_CHECKING too)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(MODULES[module].read_text())):
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            found.update(_imported(module, node))
+    return found
+
+
+def internal_imports(module: str) -> set[str]:
+    """The mcp_auth modules ``module`` depends on (its own parent packages excluded)."""
+    edges: set[str] = set()
+    for name in imports_of(module):
+        while name and name not in MODULES:
+            name = name.rpartition(".")[0]
+        if name and name != module and not module.startswith(name + "."):
+            edges.add(name)
+    return edges
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def visit(module: str, path: list[str]) -> list[str] | None:
+        state[module] = 1
+        for target in sorted(graph[module]):
+            if state.get(target) == 1:
+                return [*path[path.index(target) :], target]
+            if target not in state and (cycle := visit(target, [*path, target])):
+                return cycle
+        state[module] = 2
+        return None
+
+    for module in sorted(graph):
+        if module not in state and (cycle := visit(module, [module])):
+            return cycle
+    return None
+
+
+def test_the_import_graph_is_a_tree_without_cycles() -> None:
+    graph = {module: internal_imports(module) for module in MODULES}
+    assert sum(map(len, graph.values())) > 50, "the graph was read"
+    cycle = find_cycle(graph)
+    assert cycle is None, " -> ".join(cycle or [])
+
+
+def test_the_cycle_finder_sees_a_cycle_hidden_in_a_function() -> None:
+    """The check above cannot pass vacuously: a back edge, even a function-level one, is found."""
+    source = "import mcp_auth.b\ndef f():\n    from mcp_auth import a\n"
+    imported = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            imported.update(_imported("mcp_auth.errors", node))
+    assert {"mcp_auth.b", "mcp_auth.a"} <= imported
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}
+    assert find_cycle(graph) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_crypto_depends_only_on_errors() -> None:
+    assert internal_imports("mcp_auth.crypto") == {"mcp_auth.errors"}
+
+
+def test_verifiers_never_import_stores() -> None:
+    for module in MODULES:
+        if module.startswith("mcp_auth.verifiers"):
+            assert not any(t.startswith("mcp_auth.stores") for t in internal_imports(module)), module
+
+
+def test_the_database_stack_stays_in_its_package() -> None:
+    """SQLAlchemy, Alembic and psycopg are imported only by mcp_auth.db, the database store,
+    the CLI's database commands and the test helpers."""
+    allowed = (
+        "mcp_auth.db",
+        "mcp_auth.stores.database",
+        "mcp_auth.verifiers.api_key",
+        "mcp_auth.cli.",
+        "mcp_auth.testing.",
+    )
+    for module in MODULES:
+        heavy = {name for name in imports_of(module) if name.split(".")[0] in ("sqlalchemy", "alembic", "psycopg")}
+        if heavy:
+            assert module.startswith(allowed), f"{module} imports {sorted(heavy)}"
+
+
+def test_mcp_auth_never_imports_the_user_package(project: ProjectInfo) -> None:
+    assert project.package and project.package != "mcp_auth"
+    for module in MODULES:
+        user = {name for name in imports_of(module) if name.split(".")[0] == project.package}
+        assert not user, f"{module} imports {sorted(user)}"
+
+
+_PROBE = """
+import json, sys
+from {package}.cli import app  # what the console script imports before `serve`
+from {package}.app import create_app
+from mcp_auth import load_settings
+from {package}.project import PROJECT
+env = {{"MCP_AUTH_MODE": "bearer", "MCP_TOKEN_STORE": "{store}", "MCP_BEARER_TOKENS": "ci=" + "x" * 40,
+       "{token_env}": "t" * 20, "INFISICAL_PROJECT_ID": "p", "INFISICAL_API_KEY": "k" * 20}}
+create_app(load_settings(PROJECT, environ=env))
+print(json.dumps(sorted(m for m in ("sqlalchemy", "psycopg", "alembic") if m in sys.modules)))
+"""
+
+
+@pytest.mark.parametrize("store", ["env", "infisical"])
+def test_a_server_without_a_database_never_loads_the_database_stack(project: ProjectInfo, store: str) -> None:
+    probe = _PROBE.format(package=project.package, store=store, token_env=project.service_token_env)
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, env={})
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == []
+
+
+def test_the_probe_would_see_the_database_stack(project: ProjectInfo, sqlite_url: str) -> None:
+    """The same probe with DATABASE_URL does load it: the assertion above is not vacuous."""
+    probe = _PROBE.format(package=project.package, store="env", token_env=project.service_token_env)
+    probe = probe.replace('"MCP_TOKEN_STORE"', f'"DATABASE_URL": "{sqlite_url}", "MCP_TOKEN_STORE"')
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, env={})
+    assert result.returncode == 0, result.stderr
+    assert "sqlalchemy" in json.loads(result.stdout.strip().splitlines()[-1])
