@@ -12,7 +12,7 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -135,6 +135,17 @@ def _sqlite_engine(url: URL) -> Engine:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+@contextlib.contextmanager
+def driver_errors(conn: Connection) -> Iterator[None]:
+    """Driver errors as SQLAlchemy's (Database.run maps those to ServiceUnavailable) for the
+    statements that go to the driver directly, past SQLAlchemy's per-call overhead."""
+    dbapi_error = conn.dialect.loaded_dbapi.Error
+    try:
+        yield
+    except dbapi_error as exc:
+        raise DBAPIError.instance(None, None, exc, dbapi_error) from None
 
 
 class Database:

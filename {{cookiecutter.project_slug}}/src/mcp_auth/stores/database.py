@@ -1,8 +1,7 @@
 """Phase 2: tokens encrypted with AES-256-GCM in PostgreSQL (SQLite for local development).
 
 Every write commits together with its audit row. Key rotation re-encrypts every row in one
-transaction (all or nothing) and is set-based on PostgreSQL: one DELETE ... RETURNING takes the
-rows out and one COPY puts them back re-encrypted (same ids and timestamps). Writers and
+transaction (all or nothing; the bulk work is in ``db/reencryption.py``). Writers and
 rotations exclude each other (PostgreSQL advisory lock, shared for writers; SQLite serializes
 writers anyway), and a writer refuses a current key that a rotation retired, so no replica can
 write a row under a key the rotated fleet no longer has.
@@ -13,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -21,87 +20,25 @@ from typing import Any, TypeVar
 import anyio.to_thread
 from mcp_auth.audit import Action, AuditEvent, AuditSink, Result
 from mcp_auth.config import McpAuthSettings
-from mcp_auth.crypto import Envelope, Keyring, MissingKeyError, parse_key
+from mcp_auth.crypto import Envelope, Keyring, parse_key
 from mcp_auth.db import Database, as_utc, open_database
 from mcp_auth.db.audit_log import DatabaseAuditSink, append
+from mcp_auth.db.engine import driver_errors
 from mcp_auth.db.models import retired_encryption_keys as retired
 from mcp_auth.db.models import tokens
+from mcp_auth.db.reencryption import Progress, reencrypt_all
 from mcp_auth.errors import ConfigError, DecryptionError, McpAuthError, ServiceUnavailable
 from mcp_auth.stores.base import DEFAULT_KEY
-from psycopg import postgres
-from psycopg.abc import Buffer
-from psycopg.adapt import Dumper, Loader
-from psycopg.pq import Format
 from sqlalchemy import Table, bindparam, delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DBAPIError
 
 T = TypeVar("T")
-Progress = Callable[[int, int], None]
-"""``progress(done, total)``, called from a worker thread while a rotation re-encrypts."""
 
 # pg_advisory_xact_lock key: writers take it shared, rotations exclusive ("mcp_tokn").
 TOKENS_LOCK = 0x6D63705F746F6B6E
 ROTATION_SERVICE = "*"
 """``service_id`` of a rotation's audit row: a rotation covers every service."""
-
-_PROGRESS_EVERY = 500
-
-# A PostgreSQL rotation replaces the rows it re-encrypts (DELETE ... RETURNING, then COPY back
-# with the same ids and timestamps): updating every row (never HOT: the pages are full) costs the
-# server more than the COPY, and the COPY stream overlaps with the re-encryption in Python
-# (benchmark, 100k rows: 2.1-2.5 s vs 3.2-3.6 s for COPY into a temporary table + UPDATE ...
-# FROM). The COPY must carry every column of the table.
-_ROTATED = {
-    "id": "int8",
-    "service_id": "text",
-    "key": "text",
-    "ciphertext": "bytea",
-    "nonce": "bytea",
-    "key_id": "text",
-    "created_at": "timestamptz",
-    "updated_at": "timestamptz",
-}
-if set(_ROTATED) != set(tokens.c.keys()):  # a new tokens column must be added here too
-    raise RuntimeError("mcp_auth.stores.database._ROTATED does not match the tokens table")
-_ROTATED_SQL = ", ".join(_ROTATED)
-
-
-# The created_at/updated_at of rotated rows pass through as PostgreSQL's binary bytes: building
-# datetimes for them took a third of a rotation's Python time.
-class _OpaqueLoader(Loader):
-    format = Format.BINARY
-
-    def load(self, data: Buffer) -> bytes:
-        return bytes(data)
-
-
-class _OpaqueDumper(Dumper):
-    format = Format.BINARY
-    oid = postgres.types["timestamptz"].oid
-
-    def dump(self, obj: Any) -> Buffer:
-        return bytes(obj)
-
-
-@contextlib.contextmanager
-def _driver_errors(conn: Connection) -> Iterator[None]:
-    """Driver errors as SQLAlchemy's (Database.run maps those to ServiceUnavailable) for the
-    statements that go to the driver directly, past SQLAlchemy's per-call overhead."""
-    dbapi_error = conn.dialect.loaded_dbapi.Error
-    try:
-        yield
-    except dbapi_error as exc:
-        raise DBAPIError.instance(None, None, exc, dbapi_error) from None
-
-
-class _Aborted(Exception):
-    """Raised inside the COPY so the driver's CopyFail carries no token names to the server log."""
-
-    def __init__(self, error: DecryptionError) -> None:
-        super().__init__()
-        self.error = error
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,7 +136,7 @@ class _AuditedRead:
             "key_ids": list(self.keyring.ids),
             "audit_missing": self.audit_missing,
         }
-        with _driver_errors(conn):
+        with driver_errors(conn):
             found = driver.execute(_GET_AUDITED_PG, parameters).fetchone()
         return None if found is None else Envelope(found[0], bytes(found[1]), bytes(found[2]))
 
@@ -451,26 +388,7 @@ class DatabaseTokenStore:
         def work(conn: Connection) -> tuple[Result, str | None, int]:
             if conn.dialect.name == "postgresql":
                 conn.execute(select(func.pg_advisory_xact_lock(TOKENS_LOCK)))
-                count = _replace_pg(conn, source, target, expected, progress)
-            else:
-                rows = conn.execute(
-                    select(
-                        tokens.c.id,
-                        tokens.c.service_id,
-                        tokens.c.key,
-                        tokens.c.ciphertext,
-                        tokens.c.nonce,
-                        tokens.c.key_id,
-                    ).where(tokens.c.key_id != target_id)
-                ).all()
-                updates = [
-                    (row[0], ciphertext, nonce)
-                    for row, (ciphertext, nonce) in zip(
-                        rows, _reencrypt(rows, source, target, expected, progress), strict=True
-                    )
-                ]
-                _apply(conn, updates, target_id)
-                count = len(updates)
+            count = reencrypt_all(conn, source, target, expected, progress)
             if retire:
                 conn.execute(
                     _insert(conn, retired).values([{"key_id": kid} for kid in retire]).on_conflict_do_nothing()
@@ -485,60 +403,6 @@ class DatabaseTokenStore:
             self.database.close()
 
 
-def _reencrypt(
-    rows: Sequence[Any], source: Keyring, target: Keyring, expected: str, progress: Progress | None
-) -> Iterator[tuple[bytes, bytes]]:
-    """(ciphertext, nonce) under the target key of each row (id, service, key, ciphertext, nonce,
-    key_id, ...), in order; any row that does not open raises, which rolls the rotation back."""
-    total = len(rows)
-    items = ((service, key, Envelope(kid, nonce, ciphertext)) for _, service, key, ciphertext, nonce, kid, *_ in rows)
-    try:
-        for done, sealed in enumerate(source.reseal(target, items), 1):
-            yield sealed
-            if progress is not None and (done % _PROGRESS_EVERY == 0 or done == total):
-                progress(done, total)
-    except MissingKeyError as exc:
-        raise DecryptionError(
-            f"rotation aborted, nothing was re-encrypted: token {exc.service}/{exc.key} was "
-            f"encrypted with key id {exc.key_id}, which is not {expected}"
-        ) from None
-    except DecryptionError as exc:
-        raise DecryptionError(f"rotation aborted, nothing was re-encrypted: {exc.message}") from None
-    if progress is not None and not total:
-        progress(0, 0)
-
-
-def _replace_pg(conn: Connection, source: Keyring, target: Keyring, expected: str, progress: Progress | None) -> int:
-    """Re-encrypt on PostgreSQL (see _ROTATED); returns the number of rows. Writers are locked out."""
-    driver = conn.connection.driver_connection
-    assert driver is not None
-    key_id = target.current_id
-    try:
-        # The driver cursor: plain tuples (no SQLAlchemy rows) and binary transfer of the bytea.
-        with _driver_errors(conn), driver.cursor(binary=True) as cursor:
-            cursor.adapters.register_loader("timestamptz", _OpaqueLoader)
-            cursor.adapters.register_dumper(None, _OpaqueDumper)
-            rows = cursor.execute(
-                f"DELETE FROM tokens WHERE key_id <> %s RETURNING {_ROTATED_SQL}",  # noqa: S608 (constant)
-                (key_id,),
-            ).fetchall()
-            if rows:
-                with cursor.copy(f"COPY tokens ({_ROTATED_SQL}) FROM STDIN (FORMAT BINARY)") as copy:
-                    copy.set_types(list(_ROTATED.values()))
-                    try:
-                        for row, (ciphertext, nonce) in zip(
-                            rows, _reencrypt(rows, source, target, expected, progress), strict=True
-                        ):
-                            copy.write_row((*row[:3], ciphertext, nonce, key_id, *row[6:]))
-                    except DecryptionError as exc:
-                        raise _Aborted(exc) from None
-            elif progress is not None:
-                progress(0, 0)
-    except _Aborted as aborted:
-        raise aborted.error from None
-    return len(rows)
-
-
 async def list_tokens(database: Database, service: str | None = None) -> list[TokenInfo]:
     """Stored tokens without values; needs no encryption key."""
 
@@ -551,15 +415,3 @@ async def list_tokens(database: Database, service: str | None = None) -> list[To
         return [TokenInfo(*row[:3], as_utc(row[3]), as_utc(row[4])) for row in conn.execute(query)]
 
     return await database.run(work, autocommit=True, retry=True)
-
-
-def _apply(conn: Connection, updates: list[tuple[int, bytes, bytes]], key_id: str) -> None:
-    """Write the re-encrypted rows on SQLite (one executemany)."""
-    if not updates:
-        return
-    stmt = (
-        tokens.update()
-        .where(tokens.c.id == bindparam("row_id"))
-        .values(ciphertext=bindparam("new_ciphertext"), nonce=bindparam("new_nonce"), key_id=key_id)
-    )
-    conn.execute(stmt, [{"row_id": i, "new_ciphertext": c, "new_nonce": n} for i, c, n in updates])
