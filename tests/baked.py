@@ -57,10 +57,18 @@ RUNTIME_VARS = [
     "MCP_HOST",
     "MCP_PORT",
     "MCP_OPERATOR_EMAIL",
+    "MCP_AUDIT_KEY",
+    "MCP_ALLOW_SHORT_TOKENS",
 ]
-COMPOSE_VARS = ["POSTGRES_PASSWORD", "TUNNEL_TOKEN"]
+COMPOSE_VARS = ["POSTGRES_PASSWORD", "MCP_DB_OWNER_PASSWORD", "MCP_DB_RUNTIME_PASSWORD", "TUNNEL_TOKEN"]
 # Secrets compose must refuse to start without (`${VAR:?message}`).
-REQUIRED_COMPOSE_SECRETS = ["POSTGRES_PASSWORD", "MCP_AUTH_ENCRYPTION_KEY"]
+REQUIRED_COMPOSE_SECRETS = [
+    "POSTGRES_PASSWORD",
+    "MCP_DB_OWNER_PASSWORD",
+    "MCP_DB_RUNTIME_PASSWORD",
+    "MCP_AUTH_ENCRYPTION_KEY",
+    "MCP_AUDIT_KEY",
+]
 
 TIMINGS: list[str] = []
 """Wall times the slow tests measured; conftest prints them in the terminal summary (never asserted)."""
@@ -314,8 +322,38 @@ def bake(cookies: Any, **context: str) -> BakedProject:
     return BakedProject(Path(result.project_path), dict(result.context))
 
 
-def check_installed_project(project: BakedProject, database_url: str, label: str) -> None:
-    """What the generated CI does: locked install, lint, types, tests. Records the wall times."""
+# What a user's shell may export while they run the project's tests (a sourced .env, direnv):
+# every runtime variable set to a wrong value. The generated suite must not be swayed by any.
+HOSTILE_SHELL = {
+    "DATABASE_URL": "postgresql://wrong:wrong-password@127.0.0.1:1/nope",
+    "MCP_AUTH_MODE": "cloudflare",
+    "MCP_TOKEN_STORE": "infisical",
+    "MCP_BEARER_TOKENS": "x=y",
+    "MCP_AUTH_ENCRYPTION_KEY": "not-a-key",
+    "MCP_AUTH_PREVIOUS_KEYS": "not-a-key-either",
+    "MCP_AUDIT_KEY": "not-a-key",
+    "MCP_TOKEN_CACHE_TTL": "nonsense",
+    "MCP_HOST": "203.0.113.1",
+    "MCP_PORT": "1",
+    "MCP_OPERATOR_EMAIL": "wrong@example.com",
+    "CF_ACCESS_TEAM_DOMAIN": "https://wrong.cloudflareaccess.com",
+    "CF_ACCESS_AUD": "wrong-aud",
+    "CF_ACCESS_CERTS_URL": "https://wrong.example/certs",
+    "INFISICAL_HOST": "http://127.0.0.1:1",
+    "INFISICAL_CLIENT_ID": "wrong",
+    "INFISICAL_CLIENT_SECRET": "wrong",
+    "INFISICAL_API_KEY": "wrong",
+    "INFISICAL_PROJECT_ID": "wrong",
+    "UPSTREAM_BASE_URL": "http://127.0.0.1:1",
+}
+
+
+def check_installed_project(
+    project: BakedProject, database_url: str, label: str, shell: dict[str, str] | None = None
+) -> None:
+    """What the generated CI does: locked install, lint, types, tests. Records the wall times.
+
+    ``shell``: extra variables the test run inherits, as from the user's shell."""
     installed = project.install()
     project.run("uv", "lock", "--check")
     project.run("uv", "run", "--locked", "ruff", "check", ".")
@@ -324,7 +362,7 @@ def check_installed_project(project: BakedProject, database_url: str, label: str
     project.typecheck()
     mypy_time = time.perf_counter() - started
     started = time.perf_counter()
-    result = project.run_tests(env={"TEST_DATABASE_URL": database_url, "CI": "true"})
+    result = project.run_tests(env={**(shell or {}), "TEST_DATABASE_URL": database_url, "CI": "true"})
     suite = time.perf_counter() - started
     summary = result.stdout.strip().splitlines()[-1]
     TIMINGS.append(f"[{label}] install {installed:.1f}s, mypy {mypy_time:.1f}s, suite {suite:.1f}s: {summary}")

@@ -32,11 +32,15 @@ from baked import (
     isolated_env,
     require_or_skip,
     run,
+    tool,
 )
 
 SECRETS = {
     "POSTGRES_PASSWORD": "0123456789abcdef0123456789abcdef",
+    "MCP_DB_OWNER_PASSWORD": "owner0123456789abcdef0123456789ab",
+    "MCP_DB_RUNTIME_PASSWORD": "runtime0123456789abcdef012345678",
     "MCP_AUTH_ENCRYPTION_KEY": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+    "MCP_AUDIT_KEY": "BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB=",
 }
 
 
@@ -123,39 +127,69 @@ def test_compose_matches_the_compose_spec_schema(default_project: BakedProject) 
 
 def test_compose_stack_structure(compose: list[str], cookies: Any) -> None:
     project = bake(cookies, project_name="Acme Docs", http_port="9123")
-    project.write_env(**SECRETS, POSTGRES_USER="acme", POSTGRES_DB="acmedb")
+    project.write_env(**SECRETS, POSTGRES_DB="acmedb", TUNNEL_TOKEN="eyJ0dW5uZWwtdG9rZW4ifQ", MCP_BEARER_TOKENS="a=b")
     config = compose_config(compose, project)
     services = config["services"]
     assert set(services) == {"postgres", "migrate", "mcp"}, "cloudflared only with --profile tunnel"
+    for name, service in services.items():
+        assert "env_file" not in service, f"{name}: only the variables listed in its environment"
 
     postgres = services["postgres"]
     assert re.match(r"postgres:16(\.\d+)*(-\w+)?$", postgres["image"]), postgres["image"]
     volume = next(v for v in postgres["volumes"] if v["target"] == "/var/lib/postgresql/data")
     assert volume["type"] == "volume" and volume["source"] in config["volumes"], "named volume"
+    init = next(v for v in postgres["volumes"] if v["target"].startswith("/docker-entrypoint-initdb.d/"))
+    assert init["type"] == "bind" and init["source"] == str(project.path / "deploy/postgres/init-roles.sh")
+    assert init["target"].endswith(".sh") and init.get("read_only") is True
     assert "pg_isready" in " ".join(postgres["healthcheck"]["test"])
-    assert postgres["environment"]["POSTGRES_PASSWORD"] == SECRETS["POSTGRES_PASSWORD"]
+    assert postgres["environment"] == {
+        "POSTGRES_USER": "postgres",
+        "POSTGRES_PASSWORD": SECRETS["POSTGRES_PASSWORD"],
+        "POSTGRES_DB": "acmedb",
+        "MCP_DB_OWNER": "mcp_owner",
+        "MCP_DB_OWNER_PASSWORD": SECRETS["MCP_DB_OWNER_PASSWORD"],
+        "MCP_DB_RUNTIME": "mcp_runtime",
+        "MCP_DB_RUNTIME_PASSWORD": SECRETS["MCP_DB_RUNTIME_PASSWORD"],
+    }, "postgres gets its own variables and never the MCP secrets"
 
     migrate = services["migrate"]
-    assert migrate["command"] == ["acme-docs", "db", "upgrade"]
+    assert migrate["command"] == ["acme-docs", "db", "upgrade", "--runtime-role", "mcp_runtime"]
     assert migrate["depends_on"]["postgres"]["condition"] == "service_healthy"
     assert migrate.get("restart", "no") == "no"
+    owner_url = f"postgresql://mcp_owner:{SECRETS['MCP_DB_OWNER_PASSWORD']}@postgres:5432/acmedb"
+    assert migrate["environment"]["DATABASE_URL"] == owner_url, "migrations run as the owner"
 
     mcp = services["mcp"]
     assert mcp["build"]["context"] == str(project.path)
     assert mcp["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
     assert mcp["depends_on"]["postgres"]["condition"] == "service_healthy"
     assert "/health" in " ".join(mcp["healthcheck"]["test"])
+    env = mcp["environment"]
+    runtime_url = f"postgresql://mcp_runtime:{SECRETS['MCP_DB_RUNTIME_PASSWORD']}@postgres:5432/acmedb"
+    assert env["DATABASE_URL"] == runtime_url, "the server connects as the runtime role"
+    assert env["MCP_BEARER_TOKENS"] == "a=b" and env["MCP_TOKEN_STORE"] == "env", "its settings come from .env"
+    assert env["UPSTREAM_BASE_URL"] == "https://coda.io/apis/v1", "a blank would break the tool: default kept"
     for service in (mcp, migrate):
-        env = service["environment"]
-        # Built from POSTGRES_*, pointing at the compose service, not at what .env says.
-        assert env["DATABASE_URL"] == (f"postgresql://acme:{SECRETS['POSTGRES_PASSWORD']}@postgres:5432/acmedb")
-        assert env["MCP_AUTH_ENCRYPTION_KEY"] == SECRETS["MCP_AUTH_ENCRYPTION_KEY"]
-        # env_file: .env reached the container (a value only .env.example sets).
-        assert env["MCP_TOKEN_STORE"] == "env"
-    assert mcp["environment"]["MCP_HOST"] == "0.0.0.0"
+        assert service["environment"]["MCP_AUTH_ENCRYPTION_KEY"] == SECRETS["MCP_AUTH_ENCRYPTION_KEY"]
+        assert service["environment"]["MCP_AUDIT_KEY"] == SECRETS["MCP_AUDIT_KEY"]
+    # The server never receives a secret it does not use.
+    received = " ".join(f"{k}={v}" for k, v in env.items())
+    for name in ("POSTGRES_PASSWORD", "TUNNEL_TOKEN", "MCP_DB_OWNER_PASSWORD", "MCP_DB_RUNTIME_PASSWORD"):
+        assert name not in env, f"mcp must not receive {name}"
+    for value in (SECRETS["POSTGRES_PASSWORD"], SECRETS["MCP_DB_OWNER_PASSWORD"], "eyJ0dW5uZWwtdG9rZW4ifQ"):
+        assert value not in received
+    assert "TUNNEL_TOKEN" not in migrate["environment"] and "POSTGRES_PASSWORD" not in migrate["environment"]
+    assert env["MCP_HOST"] == "0.0.0.0"
     assert [(p["host_ip"], p["target"]) for p in mcp["ports"]] == [("127.0.0.1", 9123)]
-    # postgres and cloudflared get only what they need, never the MCP secrets.
-    assert "MCP_AUTH_ENCRYPTION_KEY" not in postgres["environment"]
+
+
+def test_the_init_script_is_shellcheck_clean(default_project: BakedProject) -> None:
+    script = default_project.path / "deploy/postgres/init-roles.sh"
+    assert script.stat().st_mode & 0o111, "executable: the postgres entrypoint runs it (instead of sourcing it)"
+    text = script.read_text()
+    assert "\\getenv owner_password MCP_DB_OWNER_PASSWORD" in text, "passwords never on a command line"
+    result = run([tool("shellcheck"), "--shell=sh", str(script)], cwd=default_project.path)
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_tunnel_profile_adds_cloudflared(compose: list[str], cookies: Any) -> None:
@@ -182,12 +216,14 @@ def test_compose_refuses_to_start_without_secret(compose: list[str], cookies: An
     assert ".env" in result.stderr, "the message should say where to set it"
 
 
-def test_compose_needs_a_dot_env(compose: list[str], cookies: Any) -> None:
+def test_compose_without_dot_env_says_where_to_set_the_secrets(compose: list[str], cookies: Any) -> None:
+    """.env is read for interpolation only (no env_file): without it compose stops and names .env;
+    secrets exported by an orchestrator instead of a .env file work as well."""
     project = bake(cookies)
-    result = run(
-        [*compose, "config", "--quiet"], cwd=project.path, env=isolated_env(**SECRETS)
-    )  # secrets present, .env absent
+    result = run([*compose, "config", "--quiet"], cwd=project.path, env=isolated_env())
     assert result.returncode != 0 and ".env" in result.stderr
+    exported = run([*compose, "config", "--quiet"], cwd=project.path, env=isolated_env(**SECRETS))
+    assert exported.returncode == 0, exported.stderr
 
 
 def test_every_compose_variable_is_in_env_example(default_project: BakedProject) -> None:
@@ -220,6 +256,9 @@ def test_env_example_covers_the_runtime_contract(cookies: Any, auth_mode: str, t
     assert values["MCP_PORT"] == "9123"
     secrets = [
         "POSTGRES_PASSWORD",
+        "MCP_DB_OWNER_PASSWORD",
+        "MCP_DB_RUNTIME_PASSWORD",
+        "MCP_AUDIT_KEY",
         "MCP_AUTH_ENCRYPTION_KEY",
         "MCP_AUTH_PREVIOUS_KEYS",
         "MCP_BEARER_TOKENS",

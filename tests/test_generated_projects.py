@@ -13,7 +13,7 @@ import time
 
 import httpx
 import pytest
-from baked import TIMINGS, Bake, BakedProject, check_installed_project, free_port
+from baked import HOSTILE_SHELL, TIMINGS, Bake, BakedProject, check_installed_project, free_port
 
 INSTALLED = [("bearer", "postgres"), ("cloudflare", "infisical")]
 
@@ -26,7 +26,10 @@ def test_generated_project_installs_lints_and_passes_its_suite(
     project: BakedProject = bake(
         auth_mode=auth_mode, token_store=token_store, project_name=f"{auth_mode} {token_store}"
     )
-    check_installed_project(project, database_url, f"{auth_mode}/{token_store}")
+    # Run from a shell that exports every runtime variable with a wrong value (and the project's
+    # own token variable): the suite must not depend on the developer's environment.
+    shell = {**HOSTILE_SHELL, str(project.context["service_token_env"]): "wrong-upstream-token"}
+    check_installed_project(project, database_url, f"{auth_mode}/{token_store}, hostile shell", shell)
 
 
 @pytest.mark.slow
@@ -41,7 +44,7 @@ def test_scaffold_to_health_as_the_image_runs_it(bake: Bake) -> None:
     assert image_env["MCP_HOST"] == "0.0.0.0" and image_env["MCP_PORT"] == str(port)
     command = dockerfile_cmd(project.read("Dockerfile"))
     assert command == [project.slug, "serve"]
-    server = project.start_server({**image_env, "MCP_BEARER_TOKENS": "local=change-me-0123456789abcdef"})
+    server = project.start_server({**image_env, "MCP_BEARER_TOKENS": "local=change-me-0123456789abcdef0123456789"})
     try:
         deadline = time.monotonic() + 60
         response = None

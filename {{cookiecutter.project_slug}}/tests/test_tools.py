@@ -88,6 +88,53 @@ async def test_upstream_errors_become_clear_tool_errors(app_for: AppFor, upstrea
             await client.call_tool("upstream_get", {"path": "//evil.example.com/x"})
 
 
+@pytest.fixture
+def api_paths(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """A loopback upstream whose API lives under /api/v1; records every path it was asked for."""
+    seen: list[str] = []
+
+    def handle(method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, Any]:
+        seen.append(path)
+        return 200, {"path": path}
+
+    server = LoopbackServer(handle).start()
+    monkeypatch.setenv("UPSTREAM_BASE_URL", server.url + "/api/v1")
+    yield seen
+    server.stop()
+
+
+LEAVING_PATHS = [
+    "/../../x",
+    "/a/../../x",
+    "/a/./b",
+    "/.",
+    "/%2e%2e/x",
+    "/%2E%2E/%2e%2E/x",
+    "/%252e%252e/x",
+    "/a%2f..%2f..%2fx",
+    "/..%5cx",
+    "/x\r\nHost: evil.example",
+]
+
+
+async def test_paths_leaving_the_base_url_are_refused_before_any_request(app_for: AppFor, api_paths: list[str]) -> None:
+    app = app_for()
+    async with running(app), mcp_client(app, AUTH) as client:
+        for path in LEAVING_PATHS:
+            with pytest.raises(ToolError) as caught:
+                await client.call_tool("upstream_get", {"path": path})
+            assert UPSTREAM_TOKEN not in str(caught.value)
+    assert api_paths == [], "the service token never left for a path outside the API"
+
+
+async def test_paths_under_the_base_url_still_work(app_for: AppFor, api_paths: list[str]) -> None:
+    app = app_for()
+    async with running(app), mcp_client(app, AUTH) as client:
+        result = await client.call_tool("upstream_get", {"path": "/docs/v1.2/x..y?q=../z"})
+    assert api_paths == ["/api/v1/docs/v1.2/x..y?q=../z"]
+    assert result.structured_content == {"path": "/api/v1/docs/v1.2/x..y?q=../z"}
+
+
 async def test_unreachable_upstream_is_a_tool_error(app_for: AppFor, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("UPSTREAM_BASE_URL", "http://127.0.0.1:9")
     app = app_for()

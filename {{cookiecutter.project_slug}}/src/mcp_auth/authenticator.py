@@ -8,12 +8,12 @@ Rules: a credential that is present decides, Cloudflare first (an invalid Cloudf
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from http.cookies import CookieError, SimpleCookie
 
 from mcp_auth.config import AuthMode
 from mcp_auth.errors import AuthenticationFailed
 from mcp_auth.identity import Identity
 from mcp_auth.verifiers.base import Verifier
+from starlette.requests import cookie_parser
 
 CF_HEADER = "cf-access-jwt-assertion"
 CF_COOKIE = "CF_Authorization"
@@ -32,13 +32,17 @@ def cloudflare_jwt(headers: Mapping[str, str]) -> str | None:
         return token
     raw_cookie = headers.get("cookie")
     if raw_cookie:
-        try:
-            cookie = SimpleCookie(raw_cookie)
-        except CookieError:
-            return None
-        morsel = cookie.get(CF_COOKIE)
-        if morsel and morsel.value.strip():
-            return morsel.value.strip()
+        # Two cookies of that name (one planted from a sibling subdomain) are refused like two
+        # headers: the order a browser sends them in must not pick the identity.
+        if sum(1 for chunk in raw_cookie.split(";") if chunk.partition("=")[0].strip() == CF_COOKIE) > 1:
+            raise AuthenticationFailed(
+                f"Send one credential: the request has more than one {CF_COOKIE} cookie", f"duplicate {CF_COOKIE}"
+            )
+        # Starlette's parser, like browsers: a malformed cookie elsewhere in the header does not
+        # hide CF_Authorization (http.cookies.SimpleCookie gives up on the whole header).
+        value = cookie_parser(raw_cookie).get(CF_COOKIE, "").strip()
+        if value:
+            return value
     return None
 
 

@@ -9,6 +9,7 @@ env- or Infisical-store server without a database never loads them.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -28,6 +29,8 @@ logger = logging.getLogger("mcp_auth.backend")
 class Backend:
     tokens: TokenService
     database: Database | None
+    audit_head: Callable[[], Awaitable[object | None]] | None = None
+    """The audit chain's head as a checkpoint (``ID:HASH`` when printed); None without a database."""
 
     async def close(self) -> None:
         await self.tokens.close()
@@ -48,9 +51,9 @@ def open_backend(settings: McpAuthSettings, *, require_schema: bool = False) -> 
         if database is not None:
             database.close()
         raise
-    audit = _audit_sink(database)
+    audit, audit_head = _audit_sink(database, settings.audit_key_bytes())
     tokens = TokenService(store, audit, service=settings.service_name, operator=settings.operator)
-    return Backend(tokens, database)
+    return Backend(tokens, database, audit_head)
 
 
 def _open_database(settings: McpAuthSettings, require_schema: bool) -> Database:
@@ -69,9 +72,12 @@ def _open_database(settings: McpAuthSettings, require_schema: bool) -> Database:
     return database
 
 
-def _audit_sink(database: Database | None) -> AuditSink:
+def _audit_sink(
+    database: Database | None, audit_key: bytes | None
+) -> tuple[AuditSink, Callable[[], Awaitable[object | None]] | None]:
     if database is None:
-        return LogAuditSink()
+        return LogAuditSink(), None
     from mcp_auth.db.audit_log import DatabaseAuditSink
 
-    return DatabaseAuditSink(database)
+    sink = DatabaseAuditSink(database, audit_key)
+    return sink, sink.head

@@ -15,16 +15,18 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Literal
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
-from mcp_auth.crypto import Keyring
+from mcp_auth.crypto import Keyring, parse_key
 from mcp_auth.errors import ConfigError
 from pydantic import AliasChoices, Field, PrivateAttr, SecretStr, ValidationError, ValidationInfo, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 logger = logging.getLogger("mcp_auth.config")
 
 AuthMode = Literal["cloudflare", "bearer", "both"]
+MIN_TOKEN_LENGTH = 32
+"""Static bearer tokens shorter than this refuse to start (guessable), unless MCP_ALLOW_SHORT_TOKENS=1."""
 StoreName = Literal["env", "postgres", "infisical"]
 
 
@@ -68,10 +70,24 @@ class McpAuthSettings(BaseSettings):
 
     model_config = SettingsConfigDict(extra="ignore", populate_by_name=True, case_sensitive=True)
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Only what load_settings() passes in: it reads the environment itself (os.environ, or the
+        # mapping a test gives it), so settings never pick up the caller's shell behind its back.
+        return (init_settings,)
+
     auth_mode: AuthMode = Field("both", validation_alias="MCP_AUTH_MODE")
     token_store: StoreName = Field("env", validation_alias="MCP_TOKEN_STORE")
     database_url: SecretStr | None = Field(None, validation_alias="DATABASE_URL")
     encryption_key: SecretStr | None = Field(None, validation_alias="MCP_AUTH_ENCRYPTION_KEY")
+    audit_key: SecretStr | None = Field(None, validation_alias="MCP_AUDIT_KEY")
     previous_keys: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list, validation_alias="MCP_AUTH_PREVIOUS_KEYS"
     )
@@ -79,6 +95,7 @@ class McpAuthSettings(BaseSettings):
     cf_audiences: Annotated[list[str], NoDecode] = Field(default_factory=list, validation_alias="CF_ACCESS_AUD")
     cf_certs_url: str | None = Field(None, validation_alias="CF_ACCESS_CERTS_URL")
     bearer_tokens: SecretStr | None = Field(None, validation_alias="MCP_BEARER_TOKENS")
+    allow_short_tokens: bool = Field(False, validation_alias="MCP_ALLOW_SHORT_TOKENS")
     infisical_host: str = Field("https://app.infisical.com", validation_alias="INFISICAL_HOST")
     infisical_client_id: str | None = Field(None, validation_alias="INFISICAL_CLIENT_ID")
     infisical_client_secret: SecretStr | None = Field(None, validation_alias="INFISICAL_CLIENT_SECRET")
@@ -117,6 +134,7 @@ class McpAuthSettings(BaseSettings):
     @field_validator(
         "database_url",
         "encryption_key",
+        "audit_key",
         "cf_certs_url",
         "bearer_tokens",
         "infisical_client_id",
@@ -137,6 +155,7 @@ class McpAuthSettings(BaseSettings):
     @field_validator(
         "port",
         "host",
+        "allow_short_tokens",
         "token_cache_ttl",
         "infisical_host",
         "infisical_environment",
@@ -188,12 +207,18 @@ class McpAuthSettings(BaseSettings):
                 raise ConfigError(
                     f"MCP_BEARER_TOKENS entry {index} is not name=token (use comma-separated name=token pairs)"
                 )
-            if len(token) < 16:
-                # Not refused (it is the operator's secret to choose), but said loudly.
+            if len(token) < MIN_TOKEN_LENGTH:
+                if not self.allow_short_tokens:
+                    raise ConfigError(
+                        f"MCP_BEARER_TOKENS token for {name!r} is shorter than {MIN_TOKEN_LENGTH} characters: use a "
+                        "long random one (python -c 'import secrets; print(secrets.token_urlsafe(32))'), or set "
+                        "MCP_ALLOW_SHORT_TOKENS=1 for local development"
+                    )
                 logger.warning(
-                    "MCP_BEARER_TOKENS token for %r is shorter than 16 characters; use a long random one "
-                    "(python -c 'import secrets; print(secrets.token_urlsafe(32))')",
+                    "MCP_BEARER_TOKENS token for %r is shorter than %d characters (allowed by MCP_ALLOW_SHORT_TOKENS; "
+                    "development only)",
                     name,
+                    MIN_TOKEN_LENGTH,
                 )
             tokens[token] = name
         return tokens
@@ -210,6 +235,12 @@ class McpAuthSettings(BaseSettings):
             slug=self.slug,
         )
 
+    def audit_key_bytes(self) -> bytes | None:
+        """MCP_AUDIT_KEY decoded (it keys the audit chain's HMAC); None when unset."""
+        if self.audit_key is None:
+            return None
+        return parse_key(self.audit_key.get_secret_value(), name="MCP_AUDIT_KEY", slug=self.slug)
+
     def validate_startup(self) -> None:
         """Fail closed on configuration that cannot authenticate anybody (ConfigError naming the variable)."""
         for check in _STARTUP_CHECKS:
@@ -224,7 +255,7 @@ def _check_cloudflare(settings: McpAuthSettings) -> None:
         raise ConfigError(
             f"CF_ACCESS_TEAM_DOMAIN is required when MCP_AUTH_MODE={mode} (e.g. https://<team>.cloudflareaccess.com)"
         )
-    team = urlsplit(settings.cf_team_domain)
+    team = _split_url(settings.cf_team_domain, "CF_ACCESS_TEAM_DOMAIN")
     if team.scheme != "https" and not _is_loopback(team.hostname):
         raise ConfigError("CF_ACCESS_TEAM_DOMAIN must be an https:// URL (https://<team>.cloudflareaccess.com)")
     if not settings.cf_audiences:
@@ -232,9 +263,18 @@ def _check_cloudflare(settings: McpAuthSettings) -> None:
             f"CF_ACCESS_AUD is required when MCP_AUTH_MODE={mode} "
             "(the Application Audience tag from the Access application's overview)"
         )
-    certs = urlsplit(settings.certs_url or "")
+    certs = _split_url(settings.certs_url or "", "CF_ACCESS_CERTS_URL")
     if certs.scheme != "https" and not (certs.scheme == "http" and _is_loopback(certs.hostname)):
         raise ConfigError("CF_ACCESS_CERTS_URL must be an https:// URL (http only on loopback)")
+
+
+def _split_url(url: str, name: str) -> SplitResult:
+    try:
+        split = urlsplit(url)
+        split.hostname  # noqa: B018  (parses the host: a malformed IPv6 literal raises here)
+    except ValueError:
+        raise ConfigError(f"{name} is not a valid URL (e.g. https://<team>.cloudflareaccess.com)") from None
+    return split
 
 
 def _check_bearer(settings: McpAuthSettings) -> None:
@@ -274,6 +314,7 @@ def _check_infisical_store(settings: McpAuthSettings) -> None:
 def _check_encryption_keys(settings: McpAuthSettings) -> None:
     if settings.encryption_key is not None or settings.previous_keys:
         settings.keyring()  # raises ConfigError on a malformed key
+    settings.audit_key_bytes()  # likewise for MCP_AUDIT_KEY
 
 
 _STARTUP_CHECKS: tuple[Callable[[McpAuthSettings], None], ...] = (

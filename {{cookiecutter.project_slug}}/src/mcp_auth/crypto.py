@@ -140,13 +140,16 @@ class Keyring:
         if cipher is None:
             raise _missing_key(service, key, envelope.key_id)
         try:
+            if len(envelope.nonce) != NONCE_BYTES:  # AESGCM itself accepts 8 to 128 bytes
+                raise InvalidTag
             plaintext = cipher.decrypt(envelope.nonce, envelope.ciphertext, _aad(service, key))
-        except InvalidTag:
+            return plaintext.decode("utf-8")
+        except (InvalidTag, UnicodeDecodeError):
+            # UnicodeDecodeError: authentic, but not written by set_token (which stores UTF-8 text).
             raise DecryptionError(
                 f"Decryption failed for token {service}/{key} (key id {envelope.key_id}): the stored "
                 "ciphertext does not authenticate; the row was modified or copied from another token"
             ) from None
-        return plaintext.decode("utf-8")
 
     def reseal(self, target: Keyring, items: Iterable[tuple[str, str, Envelope]]) -> Iterator[tuple[bytes, bytes]]:
         """Re-encrypt (service, key, envelope) items from this keyring to ``target``'s current key,

@@ -36,8 +36,18 @@ class ServiceUnavailable(McpAuthError):
     """A dependency (token store, JWKS endpoint, database) cannot answer (HTTP 503).
 
     The message names the cause, e.g. ``PostgreSQL connection failed`` or
-    ``CODA_API_TOKEN is not set``.
+    ``CODA_API_TOKEN is not set``; it is public (``/status`` answers anonymous callers), so it
+    never holds a host, URL, project id or secret path. ``detail`` adds those for the server log.
     """
+
+    def __init__(self, message: str, detail: str | None = None) -> None:
+        super().__init__(message)
+        self.detail = detail
+
+    @property
+    def log_detail(self) -> str:
+        """What the server log records: the message, plus the detail when there is one."""
+        return self.message if self.detail is None else f"{self.message}: {self.detail}"
 
 
 class TokenNotFound(McpAuthError):

@@ -17,7 +17,14 @@ _PATTERNS = [
     (re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{8,}"), rf"\1{REDACTED}"),
     (re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*"), REDACTED),  # JWT
     (re.compile(r"mcpk_[A-Za-z0-9_-]{8,}"), REDACTED),  # our API keys
-    (re.compile(r"(?i)(\w+(?:\+\w+)?://[^:/@\s]+:)[^@\s]+(@)"), rf"\1{REDACTED}\2"),  # URL password
+    # URL password: the user may be empty, the password may hold '@' (the host never does, so
+    # the password runs to the last '@' of the URL).
+    (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^:/@\s]*:)[^\s]*@"), rf"\1{REDACTED}@"),
+    # Keyword forms: libpq "password=... " DSNs, query strings, PGPASSWORD=...
+    (
+        re.compile(r"(?i)\b(\w*(?:password|passwd|pwd)\s*=\s*)('(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|[^\s&;,'\"]+)"),
+        rf"\1{REDACTED}",
+    ),
 ]
 
 _MAX_SECRETS = 4096

@@ -57,8 +57,9 @@ class TokenService:
 
     # ----- reads ---------------------------------------------------------------------------
 
-    async def resolve(self, identity: Identity) -> ResolvedToken | None:
+    async def resolve(self, identity: Identity, tool: str | None = None) -> ResolvedToken | None:
         """The caller's own token, else the shared one; ``None`` when neither is stored.
+        ``tool``: the tool whose call needs it (recorded in the audit rows).
 
         Raises ServiceUnavailable when the store cannot answer (a DecryptionError becomes one
         too: the server cannot hand out the token until an operator fixes the key).
@@ -67,13 +68,13 @@ class TokenService:
         keys.append(DEFAULT_KEY)
         for key in keys:
             try:
-                value = await self._read(self.service, key, identity.subject, audit_missing=False)
+                value = await self._read(self.service, key, identity.subject, audit_missing=False, tool=tool)
             except DecryptionError as exc:
                 raise ServiceUnavailable(exc.message) from None
             if value is not None:
                 return ResolvedToken(key, value)
         missing = str(TokenNotFound(self.service, DEFAULT_KEY))
-        await self._record(self.service, DEFAULT_KEY, identity.subject, "failure", missing)
+        await self._record(self.service, DEFAULT_KEY, identity.subject, "failure", missing, tool=tool)
         return None
 
     async def get(self, service: str, key: str) -> str | None:
@@ -84,27 +85,31 @@ class TokenService:
         identity = current_identity()
         return self.operator if identity is None else identity.subject
 
-    async def _read(self, service: str, key: str, actor: str, *, audit_missing: bool) -> str | None:
+    async def _read(
+        self, service: str, key: str, actor: str, *, audit_missing: bool, tool: str | None = None
+    ) -> str | None:
         if self._fused is not None:
-            value = await self._fused.get_audited(service, key, actor, audit_missing=audit_missing)
+            value = await self._fused.get_audited(service, key, actor, audit_missing=audit_missing, tool=tool)
         else:
-            value = await self._read_then_audit(service, key, actor, audit_missing=audit_missing)
+            value = await self._read_then_audit(service, key, actor, audit_missing=audit_missing, tool=tool)
         if value is not None:
             register_secret(value)
         return value
 
-    async def _read_then_audit(self, service: str, key: str, actor: str, *, audit_missing: bool) -> str | None:
+    async def _read_then_audit(
+        self, service: str, key: str, actor: str, *, audit_missing: bool, tool: str | None
+    ) -> str | None:
         try:
             value = await self._store.get(service, key)
         except McpAuthError as exc:
             with contextlib.suppress(McpAuthError):  # the store's error is the one to report
-                await self._record(service, key, actor, "failure", exc.message)
+                await self._record(service, key, actor, "failure", exc.message, tool=tool)
             raise
         if value is not None:
             # A token is never handed out unaudited: a failed audit write is a 503.
-            await self._record(service, key, actor, "success", None, required=True)
+            await self._record(service, key, actor, "success", None, tool=tool, required=True)
         elif audit_missing:
-            await self._record(service, key, actor, "failure", "not found")
+            await self._record(service, key, actor, "failure", "not found", tool=tool)
         return value
 
     async def _record(
@@ -115,9 +120,10 @@ class TokenService:
         result: Result,
         detail: str | None,
         *,
+        tool: str | None = None,
         required: bool = False,
     ) -> None:
-        event = AuditEvent("get_token", service, key, actor, result, detail)
+        event = AuditEvent("get_token", service, key, actor, result, detail, tool=tool)
         try:
             await self._audit.record(event)
         except McpAuthError as exc:

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from mcp_auth.audit import GENESIS_HASH, AuditEvent, LogAuditSink, chain_hash
+from mcp_auth.audit import GENESIS_HASH, SCHEME_SHA256_TOOL, AuditEvent, LogAuditSink, chain_hash
 from mcp_auth.backend import open_backend
 from mcp_auth.db import Database
 from mcp_auth.db import audit_log as audit_module
@@ -120,9 +120,12 @@ async def test_chain_links_every_row_and_matches_the_python_hash(database: Datab
             row.user_email,
             row.result,
             row.detail,
+            tool=row.tool,
+            scheme=row.hash_scheme,
         )
         previous = row.hash
-    assert await verify_chain(database) == (True, None)
+    assert {row.hash_scheme for row in rows} == {SCHEME_SHA256_TOOL}, "unkeyed rows since migration 0002"
+    assert (await verify_chain(database)).ok
 
 
 async def test_detail_is_clipped(database: Database) -> None:
@@ -149,13 +152,16 @@ async def test_tampering_is_detected_at_the_first_broken_row(database: Database,
         expected = 3
     elif how == "edit and re-hash":
         row = all_rows(database)[2]
-        forged = chain_hash(row.prev_hash, 3, row.at, "demo", "get_token", row.token_key, "x", "success", None)
+        forged = chain_hash(
+            row.prev_hash, 3, row.at, "demo", "get_token", row.token_key, "x", "success", None, scheme=2
+        )
         tamper(database, update(audit_log).where(audit_log.c.id == 3).values(user_email="x", hash=forged))
         expected = 4  # row 3 is self-consistent now, but row 4 still points at its old hash
     else:
         tamper(database, delete(audit_log).where(audit_log.c.id == 4))
         expected = 5
-    assert await verify_chain(database) == (False, expected)
+    check = await verify_chain(database)
+    assert (check.ok, check.first_broken_id) == (False, expected)
 
 
 async def test_concurrent_writers_never_fork_the_chain(postgres_database: Database) -> None:
@@ -176,7 +182,7 @@ async def test_concurrent_writers_never_fork_the_chain(postgres_database: Databa
     rows = all_rows(postgres_database)
     assert [r.id for r in rows] == list(range(1, 121))
     assert len({r.prev_hash for r in rows}) == 120  # no two rows claim the same predecessor
-    assert await verify_chain(postgres_database) == (True, None)
+    assert (await verify_chain(postgres_database)).ok
 
 
 async def test_list_events_newest_rows_oldest_first(database: Database) -> None:
@@ -195,9 +201,9 @@ async def test_concurrent_records_are_group_committed(
     batches: list[int] = []
     original = audit_module.append_all
 
-    def spy(conn: Connection, events: list[AuditEvent]) -> None:
+    def spy(conn: Connection, events: list[AuditEvent], key: bytes | None = None) -> None:
         batches.append(len(events))
-        original(conn, events)
+        original(conn, events, key)
 
     monkeypatch.setattr(audit_module, "append_all", spy)
     sink = DatabaseAuditSink(postgres_database)
@@ -205,7 +211,7 @@ async def test_concurrent_records_are_group_committed(
     assert sum(batches) == 50 and len(batches) < 50  # fewer transactions (WAL flushes) than events
     rows = all_rows(postgres_database)
     assert sorted(r.token_key for r in rows) == sorted(f"user{i}@example.com" for i in range(50))
-    assert await verify_chain(postgres_database) == (True, None)
+    assert (await verify_chain(postgres_database)).ok
 
 
 async def test_a_cancelled_caller_does_not_lose_the_others(postgres_database: Database) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from mcp_auth.config import ProjectInfo, load_settings
 from mcp_auth.errors import ConfigError
-from mcp_auth.testing.settings import DEMO_BEARER, make_settings
+from mcp_auth.testing.settings import DEMO, DEMO_BEARER, make_settings
 
 CF = {"CF_ACCESS_TEAM_DOMAIN": "https://team.cloudflareaccess.com", "CF_ACCESS_AUD": "aud1"}
 
@@ -39,13 +39,23 @@ def test_malformed_bearer_tokens_are_refused_without_echoing_them() -> None:
     assert "just-a-secret-value-1234" not in caught.value.message
 
 
-def test_short_bearer_token_is_accepted_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
-    settings = make_settings(MCP_AUTH_MODE="bearer", MCP_BEARER_TOKENS="ci=short-token")
+def test_short_bearer_token_refuses_to_start_without_echoing_it() -> None:
+    with pytest.raises(ConfigError) as caught:
+        make_settings(MCP_AUTH_MODE="bearer", MCP_BEARER_TOKENS="ci=0123456789abcdef012345678901").validate_startup()
+    message = caught.value.message
+    assert "'ci' is shorter than 32 characters" in message and "MCP_ALLOW_SHORT_TOKENS=1" in message
+    assert "0123456789abcdef" not in message
+
+
+def test_short_bearer_token_is_allowed_for_development_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    settings = make_settings(MCP_AUTH_MODE="bearer", MCP_BEARER_TOKENS="ci=short-token", MCP_ALLOW_SHORT_TOKENS="1")
     settings.validate_startup()
     assert settings.static_bearer_tokens() == {"short-token": "ci"}
-    assert "shorter than 16 characters" in caplog.text and "short-token" not in caplog.text
+    assert "shorter than 32 characters" in caplog.text and "short-token" not in caplog.text
     settings.validate_startup()
-    assert caplog.text.count("shorter than 16 characters") == 1, "parsed and warned once per start"
+    assert caplog.text.count("shorter than 32 characters") == 1, "parsed and warned once per start"
+    exactly = "x" * 32
+    assert make_settings(MCP_BEARER_TOKENS=f"ci={exactly}").static_bearer_tokens() == {exactly: "ci"}
 
 
 def test_certs_url_must_be_https_except_loopback() -> None:
@@ -122,3 +132,22 @@ def test_blank_values_count_as_unset() -> None:
 def test_settings_repr_hides_secrets() -> None:
     settings = make_settings(MCP_BEARER_TOKENS=f"ci={DEMO_BEARER}", DATABASE_URL="postgresql://u:hunter2pass@h/db")
     assert DEMO_BEARER not in repr(settings) and "hunter2pass" not in repr(settings)
+
+
+def test_load_settings_reads_only_the_mapping_it_is_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sourced .env or direnv in the caller's shell must not leak into explicit settings."""
+    for name, value in {
+        "DATABASE_URL": "postgresql://wrong:wrong@127.0.0.1:1/nope",
+        "MCP_AUTH_MODE": "cloudflare",
+        "MCP_BEARER_TOKENS": "x=y",
+        "CF_ACCESS_AUD": "wrong",
+        "INFISICAL_PROJECT_ID": "wrong",
+        "DEMO_API_TOKEN": "from-the-shell",
+    }.items():
+        monkeypatch.setenv(name, value)
+    settings = make_settings(MCP_AUTH_MODE="bearer")
+    assert settings.database_url is None and settings.bearer_tokens is None
+    assert settings.cf_audiences == [] and settings.infisical_project_id is None
+    assert settings.auth_mode == "bearer" and settings.service_token is None
+    # Without a mapping, the process environment is the source.
+    assert load_settings(DEMO).auth_mode == "cloudflare"

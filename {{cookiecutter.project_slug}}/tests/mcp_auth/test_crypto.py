@@ -9,7 +9,7 @@ from collections.abc import Callable
 import pytest
 from mcp_auth.crypto import KEY_BYTES, NONCE_BYTES, Keyring, generate_key, key_id, parse_key
 from mcp_auth.errors import ConfigError, DecryptionError
-from mcp_auth.testing.settings import make_settings
+from mcp_auth.testing.settings import DEMO_BEARER, make_settings
 
 
 def keyring(*texts: str) -> Keyring:
@@ -130,7 +130,7 @@ def test_keyring_from_settings() -> None:
     ],
 )
 def test_malformed_keys_stop_start_up_naming_the_variable(env: dict[str, str], variable: str) -> None:
-    settings = make_settings(MCP_AUTH_MODE="bearer", MCP_BEARER_TOKENS="ci=0123456789abcdef0123", **env)
+    settings = make_settings(MCP_AUTH_MODE="bearer", MCP_BEARER_TOKENS=f"ci={DEMO_BEARER}", **env)
     with pytest.raises(ConfigError) as caught:
         settings.validate_startup()
     assert variable in caught.value.message and "demo-mcp keygen" in caught.value.message

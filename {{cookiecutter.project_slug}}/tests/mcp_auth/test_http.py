@@ -146,6 +146,42 @@ async def test_cloudflare_cookie_is_accepted(cf_access: FakeCloudflareAccess) ->
     assert "carol@example.com" in response.text
 
 
+async def test_a_malformed_cookie_does_not_hide_cf_authorization(cf_access: FakeCloudflareAccess) -> None:
+    token = cf_access.mint(email="carol@example.com")
+    cookies = [f'broken="unterminated; CF_Authorization={token}', f"a=b; ;;x; CF_Authorization={token}"]
+    async with running(build(**both_env(cf_access, MCP_AUTH_MODE="cloudflare"))) as http:
+        for cookie in cookies:
+            response = await call_tool(http, "whoami", {"Cookie": cookie})
+            assert response.status_code == 200, (cookie, response.text)
+            assert "carol@example.com" in response.text
+
+
+async def test_split_cookie_headers_are_joined(cf_access: FakeCloudflareAccess) -> None:
+    token = cf_access.mint(email="carol@example.com")
+    body = jsonrpc("tools/call", {"name": "whoami", "arguments": {}})
+    headers = [*MCP_HEADERS.items(), ("Cookie", "theme=dark"), ("Cookie", f"CF_Authorization={token}")]
+    async with running(build(**both_env(cf_access, MCP_AUTH_MODE="cloudflare"))) as http:
+        response = await http.post("/mcp", json=body, headers=headers)
+    assert response.status_code == 200 and "carol@example.com" in response.text
+
+
+@pytest.mark.parametrize("header", ["Authorization", "Cf-Access-Jwt-Assertion"])
+async def test_two_credentials_of_one_kind_are_401_not_last_one_wins(
+    cf_access: FakeCloudflareAccess, header: str
+) -> None:
+    valid = f"Bearer {DEMO_BEARER}" if header == "Authorization" else cf_access.mint()
+    body = jsonrpc("tools/call", {"name": "whoami", "arguments": {}})
+    for pair in ([("x", header), (valid, header)], [(valid, header), ("x", header)], [(valid, header)] * 2):
+        headers = [*MCP_HEADERS.items(), *((name, value) for value, name in pair)]
+        async with running(build(**both_env(cf_access))) as http:
+            response = await http.post("/mcp", json=body, headers=headers)
+        assert response.status_code == 401, response.text
+        assert response.json() == {
+            "error": "unauthorized",
+            "message": f"Send one credential: the request has more than one {header.title()} header",
+        }
+
+
 async def test_expired_jwt_is_401_invalid_jwt(cf_access: FakeCloudflareAccess) -> None:
     token = cf_access.mint(expires_in=-3600)
     async with running(build(**both_env(cf_access))) as http:

@@ -22,7 +22,10 @@ CLIENT_SECRET = "ua-client-secret-do-not-leak-9f8e7d"
 PROJECT = "proj-4711"
 NAME = "CODA_API_TOKEN"
 VALUE = "coda-token-value-do-not-leak-1a2b3c"
-NOT_FOUND = f"secret {NAME} not found in Infisical (project {PROJECT}, environment prod)"
+NOT_FOUND = (
+    f"secret {NAME} not found in Infisical "
+    "(check INFISICAL_PROJECT_ID, INFISICAL_ENVIRONMENT and INFISICAL_SECRET_PATH)"
+)
 
 StoreFactory = Callable[..., InfisicalStore]
 
@@ -80,9 +83,16 @@ async def make_store(fake: FakeInfisical, clock: Clock) -> AsyncIterator[StoreFa
 
 
 async def unavailable(store: InfisicalStore) -> str:
+    """The public 503 message (checked to hold no host or project id)."""
+    return (await unavailable_error(store)).message
+
+
+async def unavailable_error(store: InfisicalStore) -> ServiceUnavailable:
     with pytest.raises(ServiceUnavailable) as info:
         await store.get("coda", "default")
-    return str(info.value)
+    message = info.value.message
+    assert PROJECT not in message and "127.0.0.1" not in message and "http" not in message, message
+    return info.value
 
 
 # ----- reading --------------------------------------------------------------------------------
@@ -282,22 +292,24 @@ async def test_wrong_client_secret(make_store: StoreFactory) -> None:
 async def test_missing_secret(fake: FakeInfisical, make_store: StoreFactory) -> None:
     fake.delete_secret(NAME)
 
-    assert await unavailable(make_store()) == NOT_FOUND
+    error = await unavailable_error(make_store())
+    assert error.message == NOT_FOUND
+    assert error.detail == f"project {PROJECT}, environment prod", "the log keeps where it looked"
 
 
 async def test_missing_folder_or_environment(make_store: StoreFactory) -> None:
-    assert await unavailable(make_store(environment="staging")) == (
-        f"secret {NAME} not found in Infisical (project {PROJECT}, environment staging)"
-    )
-    assert await unavailable(make_store(secret_path="/nope")) == (
-        f"secret {NAME} not found in Infisical (project {PROJECT}, environment prod, path /nope)"
-    )
+    staging = await unavailable_error(make_store(environment="staging"))
+    assert (staging.message, staging.detail) == (NOT_FOUND, f"project {PROJECT}, environment staging")
+    nope = await unavailable_error(make_store(secret_path="/nope"))
+    assert (nope.message, nope.detail) == (NOT_FOUND, f"project {PROJECT}, environment prod, path /nope")
 
 
 async def test_unreachable(fake: FakeInfisical, make_store: StoreFactory) -> None:
     fake.go_down()
 
-    assert await unavailable(make_store()) == f"Infisical unreachable (connection to {fake.url} failed: ConnectError)"
+    error = await unavailable_error(make_store())
+    assert error.message == "Infisical unreachable (connection failed: ConnectError)"
+    assert error.log_detail == f"{error.message}: connection to {fake.url}"
 
 
 @pytest.mark.parametrize("endpoint", ["login", "read"])
@@ -317,17 +329,14 @@ async def test_permission_denied(fake: FakeInfisical, make_store: StoreFactory) 
     fake.deny_read = True
 
     assert await unavailable(make_store()) == (
-        f"Infisical denied access to secret {NAME} (project {PROJECT}, environment prod); "
-        "give the machine identity read access to it"
+        f"Infisical denied access to secret {NAME}; give the machine identity read access to it"
     )
 
 
 async def test_empty_secret(fake: FakeInfisical, make_store: StoreFactory) -> None:
     fake.set_secret(NAME, "")
 
-    assert await unavailable(make_store()) == (
-        f"secret {NAME} is empty in Infisical (project {PROJECT}, environment prod)"
-    )
+    assert await unavailable(make_store()) == f"secret {NAME} is empty in Infisical"
 
 
 async def test_rejected_api_key(fake: FakeInfisical, make_store: StoreFactory) -> None:
@@ -347,10 +356,11 @@ async def test_slow_server_does_not_hang_past_the_timeout(fake: FakeInfisical, m
     store = make_store(connect_timeout=0.3, read_timeout=0.3)
 
     started = time.monotonic()
-    message = await unavailable(store)
+    error = await unavailable_error(store)
 
     assert time.monotonic() - started < 1.5
-    assert message == f"Infisical unreachable (request to {fake.url} timed out)"
+    assert error.message == "Infisical unreachable (request timed out)"
+    assert error.detail == f"request to {fake.url}"
 
 
 async def test_no_stale_value_once_the_entry_expired(

@@ -6,6 +6,7 @@ import io
 import json
 import logging
 
+import pytest
 from mcp_auth.logs import JsonFormatter, RedactingFilter, register_secret
 
 
@@ -57,3 +58,26 @@ def test_exception_text_is_redacted_and_traceback_dropped() -> None:
         logger.exception("failed")
     out = stream.getvalue()
     assert "leaky-secret" not in out and "ValueError" in out
+
+
+@pytest.mark.parametrize(
+    ("text", "password"),
+    [
+        ("postgresql://app:hunter2-pw@db:5432/app", "hunter2-pw"),
+        ("postgresql://:empty-user-pw@db/app", "empty-user-pw"),
+        ("postgresql+psycopg://app:p@ss@w0rd@db.internal:5432/app", "p@ss@w0rd"),
+        ("dsn host=db user=app password=kw-secret-1 dbname=app", "kw-secret-1"),
+        ("dsn host=db password='quoted secret 2' dbname=app", "quoted secret 2"),
+        ('{"password": "x", "dsn": "password = spaced-secret-3"}', "spaced-secret-3"),
+        ("postgresql://db/app?user=app&password=query-secret-4&sslmode=require", "query-secret-4"),
+        ("PGPASSWORD=env-secret-5 psql", "env-secret-5"),
+    ],
+)
+def test_database_passwords_are_redacted_in_every_form(text: str, password: str) -> None:
+    logger, stream = capture()
+    logger.warning("connecting with %s", text, extra={"url": text})
+    output = stream.getvalue()
+    assert password not in output
+    assert not [part for part in password.split() if len(part) > 6 and part in output], output
+    assert "[REDACTED]" in output
+    assert "connecting with" in output, "only the password goes, not the rest of the line"

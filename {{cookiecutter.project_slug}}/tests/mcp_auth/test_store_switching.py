@@ -89,6 +89,44 @@ async def test_infisical_wrong_client_secret_is_503_auth_failed(infisical: FakeI
     assert "wrong-secret" not in response.text
 
 
+async def test_failing_status_is_cached_and_shows_no_hosts_or_ids(
+    infisical: FakeInfisical, caplog: pytest.LogCaptureFixture
+) -> None:
+    """/status is public: a probe flood must not become a login flood against Infisical (lockout
+    of the real identity), and anonymous callers learn the component, not where it lives."""
+    caplog.set_level(logging.WARNING, logger="mcp_auth.runtime")
+    app = build(**infisical_env(infisical, INFISICAL_CLIENT_SECRET="wrong-secret-for-status"))
+    now = [1000.0]
+    app.state.runtime.clock = lambda: now[0]
+    async with running(app) as http:
+        answers = [await http.get("/status") for _ in range(30)]
+        assert infisical.login_count == 1, "one login for 30 probes within the cache time"
+        now[0] += 5.1
+        answers.append(await http.get("/status"))
+    assert infisical.login_count == 2, "checked again once the failure expired"
+    assert {a.status_code for a in answers} == {503}
+    body = answers[0].json()
+    assert body["error"] == "service_unavailable" and body["message"].startswith("Infisical authentication failed")
+    for answer in answers:
+        for private in (infisical.url, "127.0.0.1", infisical.project_id, "wrong-secret-for-status"):
+            assert private not in answer.text
+    reasons = [str(getattr(r, "reason", "")) for r in caplog.records if r.message == "readiness check failed"]
+    assert len(reasons) == 2 and not [r for r in reasons if "wrong-secret-for-status" in r]
+
+
+async def test_status_names_the_host_only_in_the_log(
+    infisical: FakeInfisical, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="mcp_auth.runtime")
+    app = build(**infisical_env(infisical))
+    infisical.go_down()
+    async with running(app) as http:
+        status = await http.get("/status")
+    assert status.status_code == 503 and status.json()["message"].startswith("Infisical unreachable")
+    reasons = [str(getattr(r, "reason", "")) for r in caplog.records if r.message == "readiness check failed"]
+    assert infisical.url not in status.text and infisical.url in reasons[0]
+
+
 async def test_infisical_down_is_503_unreachable_and_status_agrees(infisical: FakeInfisical) -> None:
     app = build(**infisical_env(infisical))
     infisical.go_down()
@@ -102,7 +140,11 @@ async def test_infisical_down_is_503_unreachable_and_status_agrees(infisical: Fa
 async def test_infisical_missing_secret_names_it(infisical: FakeInfisical) -> None:
     response = await post_tool_call(build(**infisical_env(infisical, INFISICAL_SECRET_NAME="NOPE_TOKEN")))
     assert response.status_code == 503
-    assert response.json()["message"] == "secret NOPE_TOKEN not found in Infisical (project proj-1, environment prod)"
+    assert response.json()["message"] == (
+        "secret NOPE_TOKEN not found in Infisical "
+        "(check INFISICAL_PROJECT_ID, INFISICAL_ENVIRONMENT and INFISICAL_SECRET_PATH)"
+    )
+    assert "proj-1" not in response.text
 
 
 # ----- PostgreSQL (and SQLite): the same app, DATABASE_URL + MCP_AUTH_ENCRYPTION_KEY --------------

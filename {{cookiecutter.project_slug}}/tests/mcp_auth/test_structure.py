@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import mcp_auth
-import pytest
 from mcp_auth.config import ProjectInfo
 
 PACKAGE_DIR = Path(mcp_auth.__file__).resolve().parent
@@ -134,25 +133,35 @@ from {package}.cli import app  # what the console script imports before `serve`
 from {package}.app import create_app
 from mcp_auth import load_settings
 from {package}.project import PROJECT
-env = {{"MCP_AUTH_MODE": "bearer", "MCP_TOKEN_STORE": "{store}", "MCP_BEARER_TOKENS": "ci=" + "x" * 40,
-       "{token_env}": "t" * 20, "INFISICAL_PROJECT_ID": "p", "INFISICAL_API_KEY": "k" * 20}}
-create_app(load_settings(PROJECT, environ=env))
-print(json.dumps(sorted(m for m in ("sqlalchemy", "psycopg", "alembic") if m in sys.modules)))
+loaded = {{}}
+for label, extra in json.loads(sys.argv[1]):
+    env = {{"MCP_AUTH_MODE": "bearer", "MCP_TOKEN_STORE": "env", "MCP_BEARER_TOKENS": "ci=" + "x" * 40,
+           "{token_env}": "t" * 20, "INFISICAL_PROJECT_ID": "p", "INFISICAL_API_KEY": "k" * 20, **extra}}
+    create_app(load_settings(PROJECT, environ=env))
+    loaded[label] = sorted(m for m in ("sqlalchemy", "psycopg", "alembic") if m in sys.modules)
+print(json.dumps(loaded))
 """
 
 
-@pytest.mark.parametrize("store", ["env", "infisical"])
-def test_a_server_without_a_database_never_loads_the_database_stack(project: ProjectInfo, store: str) -> None:
-    probe = _PROBE.format(package=project.package, store=store, token_env=project.service_token_env)
-    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, env={})
+def probe(project: ProjectInfo, *servers: tuple[str, dict[str, str]]) -> dict[str, list[str]]:
+    """Build the app for each (label, env) in turn in one fresh interpreter; after each, which of
+    the database modules are loaded."""
+    code = _PROBE.format(package=project.package, token_env=project.service_token_env)
+    result = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(servers)], capture_output=True, text=True, timeout=120, env={}
+    )
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout.strip().splitlines()[-1]) == []
+    loaded: dict[str, list[str]] = json.loads(result.stdout.strip().splitlines()[-1])
+    return loaded
 
 
-def test_the_probe_would_see_the_database_stack(project: ProjectInfo, sqlite_url: str) -> None:
-    """The same probe with DATABASE_URL does load it: the assertion above is not vacuous."""
-    probe = _PROBE.format(package=project.package, store="env", token_env=project.service_token_env)
-    probe = probe.replace('"MCP_TOKEN_STORE"', f'"DATABASE_URL": "{sqlite_url}", "MCP_TOKEN_STORE"')
-    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, env={})
-    assert result.returncode == 0, result.stderr
-    assert "sqlalchemy" in json.loads(result.stdout.strip().splitlines()[-1])
+def test_a_server_without_a_database_never_loads_the_database_stack(project: ProjectInfo, sqlite_url: str) -> None:
+    loaded = probe(
+        project,
+        ("env", {}),
+        ("infisical", {"MCP_TOKEN_STORE": "infisical"}),
+        ("database", {"DATABASE_URL": sqlite_url}),
+    )
+    assert loaded["env"] == [] and loaded["infisical"] == []
+    # The same probe, once a server has a database, does see the stack: the check is not vacuous.
+    assert {"sqlalchemy", "alembic"} <= set(loaded["database"])  # psycopg: only for PostgreSQL URLs

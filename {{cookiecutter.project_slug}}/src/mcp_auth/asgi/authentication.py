@@ -10,16 +10,36 @@ the API-key database cannot answer. The identity is bound for the rest of the re
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 
 from mcp_auth.asgi.responses import send_unauthorized, send_unavailable
-from mcp_auth.authenticator import Authenticator
+from mcp_auth.authenticator import CF_HEADER, Authenticator
 from mcp_auth.context import CallContext, bind, unbind
-from mcp_auth.errors import AuthenticationFailed, McpAuthError
+from mcp_auth.errors import AuthenticationFailed, McpAuthError, ServiceUnavailable
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 logger = logging.getLogger("mcp_auth.middleware")
 
 PUBLIC_PATHS = frozenset({"/health", "/status"})
+SINGLE_CREDENTIAL_HEADERS = ("authorization", CF_HEADER)
+
+
+def credential_headers(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
+    """Header names lowercased; several Cookie headers (HTTP/2 splits them) joined. Two
+    Authorization or Cf-Access-Jwt-Assertion headers are refused rather than one picked: a proxy
+    and a client disagreeing about the credential must not be settled by header order."""
+    headers: dict[str, str] = {}
+    for raw_name, raw_value in raw:
+        name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
+        if name in headers:
+            if name in SINGLE_CREDENTIAL_HEADERS:
+                raise AuthenticationFailed(
+                    f"Send one credential: the request has more than one {name.title()} header",
+                    f"duplicate {name} header",
+                )
+            value = f"{headers[name]}; {value}" if name == "cookie" else value
+        headers[name] = value
+    return headers
 
 
 class AuthenticationMiddleware:
@@ -45,11 +65,11 @@ class AuthenticationMiddleware:
                 await receive()  # websocket.connect: the ASGI order before a close
             await send({"type": "websocket.close", "code": 1008})
             return
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         try:
+            headers = credential_headers(scope["headers"])
             identity = await self.authenticator.authenticate(headers)
         except McpAuthError as exc:
-            await self.on_error(scope, headers, exc, send)
+            await self.on_error(scope, exc, send)
             return
         token = bind(CallContext(identity=identity, service=self.service))
         try:
@@ -57,7 +77,7 @@ class AuthenticationMiddleware:
         finally:
             unbind(token)
 
-    async def on_error(self, scope: Scope, headers: dict[str, str], exc: McpAuthError, send: Send) -> None:
+    async def on_error(self, scope: Scope, exc: McpAuthError, send: Send) -> None:
         client = scope.get("client")
         remote = client[0] if client else "unknown"
         if isinstance(exc, AuthenticationFailed):
@@ -65,7 +85,9 @@ class AuthenticationMiddleware:
                 "authentication rejected",
                 extra={"reason": exc.reason, "remote_addr": remote, "path": scope["path"]},
             )
-            await send_unauthorized(send, exc.message, credential_sent="authorization" in headers)
+            credential_sent = any(name.lower() == b"authorization" for name, _ in scope["headers"])
+            await send_unauthorized(send, exc.message, credential_sent=credential_sent)
             return
-        logger.error("authentication unavailable", extra={"reason": exc.message, "remote_addr": remote})
+        reason = exc.log_detail if isinstance(exc, ServiceUnavailable) else exc.message
+        logger.error("authentication unavailable", extra={"reason": reason, "remote_addr": remote})
         await send_unavailable(send, exc.message)

@@ -3,20 +3,37 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 from starlette.types import Message, Receive
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
 
 
-def is_tool_call(body: bytes) -> bool:
-    """True when the JSON-RPC message (or any message of a batch) is ``tools/call``."""
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A ``tools/call`` found in a request body; ``name`` is None when it names no tool."""
+
+    name: str | None
+
+
+def tool_call(body: bytes) -> ToolCall | None:
+    """The ``tools/call`` in the JSON-RPC message (or the first one of a batch), else None."""
     try:
         message = json.loads(body)
     except (ValueError, RecursionError):  # RecursionError: absurdly nested JSON
-        return False  # FastMCP answers the parse error itself
-    messages = message if isinstance(message, list) else [message]
-    return any(isinstance(m, dict) and m.get("method") == "tools/call" for m in messages)
+        return None  # FastMCP answers the parse error itself
+    for item in message if isinstance(message, list) else [message]:
+        if isinstance(item, dict) and item.get("method") == "tools/call":
+            params = item.get("params")
+            name = params.get("name") if isinstance(params, dict) else None
+            return ToolCall(name if isinstance(name, str) and name else None)
+    return None
+
+
+def is_tool_call(body: bytes) -> bool:
+    """True when the JSON-RPC message (or any message of a batch) is ``tools/call``."""
+    return tool_call(body) is not None
 
 
 async def read_body(receive: Receive, limit: int = MAX_BODY_BYTES) -> bytes | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from mcp_auth.asgi.request_body import is_tool_call, read_body, replay
+from mcp_auth.asgi.request_body import read_body, replay, tool_call
 from mcp_auth.asgi.responses import send_too_large, send_unavailable
 from mcp_auth.context import CallContext, bind, current, unbind
 from mcp_auth.errors import ServiceUnavailable
@@ -34,10 +34,11 @@ class TokenResolutionMiddleware:
             await send_too_large(send)
             return
         receive = replay(body, receive)
-        if not is_tool_call(body):
+        called = tool_call(body)
+        if called is None:
             await self.app(scope, receive, send)
             return
-        call = await self._resolve(send)
+        call = await self._resolve(send, called.name)
         if call is None:
             return
         token = bind(call)
@@ -46,13 +47,13 @@ class TokenResolutionMiddleware:
         finally:
             unbind(token)
 
-    async def _resolve(self, send: Send) -> CallContext | None:
+    async def _resolve(self, send: Send, tool: str | None) -> CallContext | None:
         """The call with its token bound; None when a 503 was sent instead."""
         identity = current().identity
         try:
-            resolved = await self.tokens.resolve(identity)
+            resolved = await self.tokens.resolve(identity, tool)
         except ServiceUnavailable as exc:
-            logger.error("token store unavailable", extra={"reason": exc.message, "identity": identity.subject})
+            logger.error("token store unavailable", extra={"reason": exc.log_detail, "identity": identity.subject})
             await send_unavailable(send, exc.message)
             return None
         if resolved is None:

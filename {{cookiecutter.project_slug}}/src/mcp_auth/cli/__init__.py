@@ -27,7 +27,7 @@ from typer.core import TyperGroup
 SUBCOMMANDS = {
     "tokens": "Upstream tokens in the database: set, get, delete, list, rotate-key, import-env.",
     "keys": "API keys callers present as bearer tokens: create, list, revoke.",
-    "audit": "The audit log: list, verify.",
+    "audit": "The audit log: list, verify, checkpoint.",
     "db": "Database schema: upgrade.",
 }
 

@@ -1,23 +1,35 @@
-"""The ``audit_log`` table: a hash chain of audit events, appended and verified.
+"""The ``audit_log`` table: a hash chain of audit events, appended, verified and checkpointed.
 
-Appends are serialized (PostgreSQL: a trigger under an advisory lock computes id, prev_hash and
-hash; SQLite: BEGIN IMMEDIATE and ``chain_hash`` here), so concurrent writers never fork the chain.
+Appends are serialized, so concurrent writers never fork the chain: on PostgreSQL an advisory lock
+(the chain trigger, or ``mcp_auth_audit_head()`` for keyed writers), on SQLite BEGIN IMMEDIATE.
+Unkeyed rows on PostgreSQL are linked by the trigger; keyed rows (MCP_AUDIT_KEY) and every SQLite
+row are linked here with ``chain_hash``, the key never leaving this process.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import hmac
 import weakref
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
-from mcp_auth.audit import GENESIS_HASH, AuditEvent, chain_hash, clip_detail
+from mcp_auth.audit import (
+    GENESIS_HASH,
+    KEYED_LOG_MESSAGE,
+    SCHEME_HMAC,
+    SCHEME_SHA256,
+    SCHEME_SHA256_TOOL,
+    AuditEvent,
+    chain_hash,
+    clip_detail,
+)
 from mcp_auth.db.engine import Database, as_utc
 from mcp_auth.db.models import audit_log
-from mcp_auth.errors import ServiceUnavailable
-from sqlalchemy import Insert, select
+from mcp_auth.errors import ConfigError, ServiceUnavailable
+from sqlalchemy import Insert, select, text
 from sqlalchemy.engine import Connection
 
 
@@ -30,23 +42,29 @@ class DatabaseAuditSink:
     still waits for its own row to be committed (no token is handed out unaudited).
     """
 
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, audit_key: bytes | None = None) -> None:
         self.database = database
+        self.audit_key = audit_key
         self._batches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _GroupCommit] = weakref.WeakKeyDictionary()
+
+    async def head(self) -> Checkpoint | None:
+        """The chain head as a checkpoint (the server logs it periodically)."""
+        return await chain_head(self.database)
 
     async def record(self, event: AuditEvent) -> None:
         loop = asyncio.get_running_loop()
         batch = self._batches.get(loop)
         if batch is None:
-            batch = self._batches[loop] = _GroupCommit(self.database)
+            batch = self._batches[loop] = _GroupCommit(self.database, self.audit_key)
         await batch.submit(event)
 
 
 class _GroupCommit:
     """The event queue of one event loop and the task that drains it."""
 
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, audit_key: bytes | None) -> None:
         self._database = database
+        self._audit_key = audit_key
         self._pending: list[tuple[AuditEvent, asyncio.Future[None]]] = []
         self._flusher: asyncio.Task[None] | None = None
 
@@ -65,8 +83,9 @@ class _GroupCommit:
             events = [event for event, _ in batch]
             error: Exception | None = None
             try:
-                # A single event is a single INSERT: on PostgreSQL it runs without BEGIN/COMMIT.
-                await self._database.run(functools.partial(append_all, events=events), autocommit=len(events) == 1)
+                # A single unkeyed event is a single INSERT: on PostgreSQL it runs without BEGIN/COMMIT.
+                work = functools.partial(append_all, events=events, key=self._audit_key)
+                await self._database.run(work, autocommit=len(events) == 1 and self._audit_key is None)
             except Exception as exc:
                 error = exc
             for _, future in batch:
@@ -80,31 +99,57 @@ class _GroupCommit:
                     )
 
 
-def append(conn: Connection, event: AuditEvent) -> None:
-    """Insert ``event`` into ``audit_log`` inside the caller's transaction.
+def append(conn: Connection, event: AuditEvent, key: bytes | None = None) -> None:
+    """Insert ``event`` into ``audit_log`` inside the caller's transaction, keyed with ``key``
+    (MCP_AUDIT_KEY) when given.
 
     Token writes call this in their own transaction, so the change and its audit row commit
     (or roll back) together.
     """
-    values = _values(event)
-    if conn.dialect.name == "postgresql":
-        conn.execute(_pg_insert(), values)  # the chain trigger fills id, prev_hash, hash
+    append_all(conn, [event], key)
+
+
+def append_all(conn: Connection, events: list[AuditEvent], key: bytes | None = None) -> None:
+    """Insert several events in the caller's transaction, in order."""
+    if conn.dialect.name == "postgresql" and key is None:
+        # The chain trigger fills id, prev_hash and hash (several rows: one pipelined executemany).
+        conn.execute(_pg_insert(), [_values(event) for event in events])
         return
-    head = conn.execute(select(audit_log.c.id, audit_log.c.hash).order_by(audit_log.c.id.desc()).limit(1)).first()
-    row_id = head.id + 1 if head else 1
-    prev_hash = head.hash if head else GENESIS_HASH
-    digest = chain_hash(
-        prev_hash,
-        row_id,
-        values["at"],
-        event.service_id,
-        event.action,
-        event.token_key,
-        event.user_email,
-        event.result,
-        values["detail"],
-    )
-    conn.execute(audit_log.insert(), {**values, "id": row_id, "prev_hash": prev_hash, "hash": digest})
+    head_id, head_hash, head_scheme = _locked_head(conn)
+    if key is None and head_scheme == SCHEME_HMAC:
+        raise ServiceUnavailable(KEYED_LOG_MESSAGE)
+    scheme = SCHEME_SHA256_TOOL if key is None else SCHEME_HMAC
+    rows = []
+    for event in events:
+        values = _values(event)
+        head_id += 1
+        digest = chain_hash(
+            head_hash,
+            head_id,
+            values["at"],
+            event.service_id,
+            event.action,
+            event.token_key,
+            event.user_email,
+            event.result,
+            values["detail"],
+            tool=event.tool,
+            scheme=scheme,
+            key=key,
+        )
+        rows.append({**values, "id": head_id, "prev_hash": head_hash, "hash": digest, "hash_scheme": scheme})
+        head_hash = digest
+    conn.execute(audit_log.insert(), rows)
+
+
+def _locked_head(conn: Connection) -> tuple[int, str, int]:
+    """(id, hash, scheme) of the newest row, with the chain locked until the transaction ends."""
+    if conn.dialect.name == "postgresql":
+        head = conn.execute(text("SELECT id, hash, hash_scheme FROM mcp_auth_audit_head()")).first()
+    else:  # SQLite: BEGIN IMMEDIATE already holds the write lock
+        columns = (audit_log.c.id, audit_log.c.hash, audit_log.c.hash_scheme)
+        head = conn.execute(select(*columns).order_by(audit_log.c.id.desc()).limit(1)).first()
+    return (0, GENESIS_HASH, 0) if head is None else (int(head[0]), str(head[1]), int(head[2]))
 
 
 def _values(event: AuditEvent) -> dict[str, Any]:
@@ -116,6 +161,7 @@ def _values(event: AuditEvent) -> dict[str, Any]:
         "user_email": event.user_email,
         "result": event.result,
         "detail": clip_detail(event.detail),
+        "tool": event.tool,
     }
 
 
@@ -126,25 +172,56 @@ def _pg_insert() -> Insert:
     return audit_log.insert().inline()
 
 
-def append_all(conn: Connection, events: list[AuditEvent]) -> None:
-    """Insert several events in the caller's transaction, in order."""
-    if conn.dialect.name == "postgresql" and len(events) > 1:
-        # One executemany (pipelined by psycopg); the trigger chains the rows in order.
-        conn.execute(_pg_insert(), [_values(event) for event in events])
-        return
-    for event in events:
-        append(conn, event)
+class Checkpoint(NamedTuple):
+    """A chain head worth remembering elsewhere: ``ID:HASH`` (``audit checkpoint`` prints it)."""
+
+    id: int
+    hash: str
+
+    def __str__(self) -> str:
+        return f"{self.id}:{self.hash}"
+
+    @classmethod
+    def parse(cls, text: str) -> Checkpoint:
+        row_id, sep, digest = text.strip().partition(":")
+        if not sep or not row_id.isdigit() or len(digest) != 64 or set(digest) - set("0123456789abcdef"):
+            raise ValueError("a checkpoint is ID:HASH, e.g. 1234:9f86d08... (64 hex characters)")
+        return cls(int(row_id), digest)
 
 
-class ChainCheck(NamedTuple):
+@dataclass(frozen=True, slots=True)
+class ChainCheck:
+    """The outcome of ``verify_chain``: what was checked, and the first problem found."""
+
     ok: bool
-    first_broken_id: int | None
+    first_broken_id: int | None = None
+    problem: str | None = None
+    rows: int = 0
+    first_id: int | None = None
+    head: Checkpoint | None = None
+    keyed_from: int | None = None  # the first row hashed with MCP_AUDIT_KEY
 
 
-def _verify(conn: Connection) -> ChainCheck:
-    expected_prev = GENESIS_HASH
-    rows = conn.execution_options(yield_per=1000).execute(select(audit_log).order_by(audit_log.c.id))
-    for row in rows:
+@dataclass
+class _Walk:
+    """State of one pass over the chain, oldest row first."""
+
+    key: bytes | None
+    rows: int = 0
+    first_id: int | None = None
+    head: Checkpoint | None = None
+    scheme: int = SCHEME_SHA256
+    keyed_from: int | None = None
+
+    def problem(self, row: Any) -> str | None:
+        if row.prev_hash != (self.head.hash if self.head else GENESIS_HASH):
+            return "it does not link to the row before it (a row was deleted, inserted or changed)"
+        if row.hash_scheme < self.scheme:
+            return "it is hashed with an older scheme than the row before it (the chain was downgraded)"
+        if row.hash_scheme == SCHEME_HMAC and self.key is None:
+            raise ConfigError(
+                f"audit rows from id {row.id} on are keyed: set MCP_AUDIT_KEY (the server's key) to verify them"
+            )
         digest = chain_hash(
             row.prev_hash,
             row.id,
@@ -155,16 +232,71 @@ def _verify(conn: Connection) -> ChainCheck:
             row.user_email,
             row.result,
             row.detail,
+            tool=row.tool,
+            scheme=row.hash_scheme,
+            key=self.key,
         )
-        if row.prev_hash != expected_prev or row.hash != digest:
-            return ChainCheck(False, row.id)
-        expected_prev = row.hash
-    return ChainCheck(True, None)
+        return None if hmac.compare_digest(digest, row.hash) else "its hash does not match its contents"
+
+    def step(self, row: Any) -> None:
+        self.rows += 1
+        self.first_id = row.id if self.first_id is None else self.first_id
+        self.head = Checkpoint(row.id, row.hash)
+        self.scheme = row.hash_scheme
+        if row.hash_scheme == SCHEME_HMAC and self.keyed_from is None:
+            self.keyed_from = row.id
+
+    def result(self, broken: Any = None, problem: str | None = None) -> ChainCheck:
+        return ChainCheck(
+            ok=broken is None,
+            first_broken_id=None if broken is None else broken.id,
+            problem=problem,
+            rows=self.rows,
+            first_id=self.first_id,
+            head=self.head,
+            keyed_from=self.keyed_from,
+        )
 
 
-async def verify_chain(database: Database) -> ChainCheck:
-    """(True, None) when every row links to the one before and hashes to its stored hash."""
-    return await database.run(_verify, retry=True)
+def _verify(conn: Connection, key: bytes | None, expect: Checkpoint | None) -> ChainCheck:
+    walk = _Walk(key)
+    rows = conn.execution_options(yield_per=1000).execute(select(audit_log).order_by(audit_log.c.id))
+    for row in rows:
+        problem = walk.problem(row)
+        if problem is not None:
+            return walk.result(row, problem)
+        walk.step(row)
+    if expect is not None:
+        problem = _checkpoint_problem(conn, expect, walk.head)
+        if problem is not None:
+            return replace(walk.result(), ok=False, first_broken_id=expect.id, problem=problem)
+    return walk.result()
+
+
+def _checkpoint_problem(conn: Connection, expect: Checkpoint, head: Checkpoint | None) -> str | None:
+    found = conn.execute(select(audit_log.c.hash).where(audit_log.c.id == expect.id)).first()
+    if found is None:
+        end = f"it now ends at row {head.id}" if head else "it is empty"
+        return f"row {expect.id} of checkpoint {expect} is missing: the log was cut ({end})"
+    if found[0] != expect.hash:
+        return f"row {expect.id} no longer has the hash of checkpoint {expect}: the chain was rewritten"
+    return None
+
+
+async def verify_chain(database: Database, *, key: bytes | None = None, expect: Checkpoint | None = None) -> ChainCheck:
+    """Recompute every link. ``key`` (MCP_AUDIT_KEY) is needed once keyed rows exist (ConfigError
+    without it); ``expect``, a checkpoint taken earlier, must still be in the chain unchanged."""
+    return await database.run(functools.partial(_verify, key=key, expect=expect), retry=True)
+
+
+async def chain_head(database: Database) -> Checkpoint | None:
+    """The newest row as a checkpoint (None while the log is empty)."""
+
+    def work(conn: Connection) -> Checkpoint | None:
+        row = conn.execute(select(audit_log.c.id, audit_log.c.hash).order_by(audit_log.c.id.desc()).limit(1)).first()
+        return None if row is None else Checkpoint(int(row[0]), str(row[1]))
+
+    return await database.run(work, autocommit=True, retry=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +309,7 @@ class AuditRecord:
     user_email: str
     result: str
     detail: str | None
+    tool: str | None = None
 
 
 async def list_events(database: Database, *, limit: int = 50, service: str | None = None) -> list[AuditRecord]:

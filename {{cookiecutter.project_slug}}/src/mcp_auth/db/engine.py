@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import anyio.to_thread
+from mcp_auth.audit import KEYED_LOG_MESSAGE
 from mcp_auth.errors import ConfigError, ServiceUnavailable
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import URL, Connection, Engine, make_url
@@ -213,6 +214,8 @@ class Database:
         """The user-facing 503 for a driver error; the cause goes to the log, not the message."""
         if isinstance(exc, PoolTimeout):
             message = f"{self.label} connection pool exhausted"
+        elif getattr(getattr(exc, "orig", None), "sqlstate", None) == "MC001":  # the chain trigger (0002)
+            message = KEYED_LOG_MESSAGE
         elif _is_missing_table(exc):
             message = self.outdated_schema_message
         elif isinstance(exc, (OperationalError, InterfaceError)) or (

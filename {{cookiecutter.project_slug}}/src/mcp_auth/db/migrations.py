@@ -21,6 +21,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
 VERSION_TABLE = "mcp_auth_alembic_version"
+# The project's own Alembic environment (alembic/ at the project root) keeps Alembic's default.
+PROJECT_VERSION_TABLE = "alembic_version"
 # Two replicas running `db upgrade` at once must not both apply a migration.
 _MIGRATION_LOCK = 0x6D63705F6D696772  # "mcp_migr"
 
@@ -61,12 +63,29 @@ def upgrade(database: Database, revision: str = "head") -> set[str]:
     """
     try:
         with database.engine.begin() as conn:
-            if database.is_postgres:
-                conn.execute(select(func.pg_advisory_xact_lock(_MIGRATION_LOCK)))
-            command.upgrade(alembic_config(conn), revision)
-            return current_revisions(conn)
+            return upgrade_on(conn, revision)
     except SQLAlchemyError as exc:
         raise database.unavailable(exc) from None
+
+
+def upgrade_on(conn: Connection, revision: str = "head") -> set[str]:
+    """Apply mcp_auth's migrations on ``conn`` (inside its transaction), under the migration lock.
+
+    Safe to call from inside another Alembic environment's env.py (the project's own, when
+    ``alembic upgrade`` runs it): Alembic's ``context`` module is one process-wide proxy, which a
+    nested run would leave uninstalled, so the outer environment's proxy is put back afterwards.
+    """
+    import alembic.context
+
+    outer = getattr(alembic.context, "_proxy", None)
+    try:
+        if conn.dialect.name == "postgresql":
+            conn.execute(select(func.pg_advisory_xact_lock(_MIGRATION_LOCK)))
+        command.upgrade(alembic_config(conn), revision)
+    finally:
+        if outer is not None:
+            outer._install_proxy()
+    return current_revisions(conn)
 
 
 def require_schema(database: Database) -> None:

@@ -17,11 +17,13 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    SmallInteger,
     String,
     Table,
     Text,
     UniqueConstraint,
     func,
+    text,
 )
 
 # SQLite only treats INTEGER PRIMARY KEY as the auto-incrementing rowid.
@@ -71,6 +73,9 @@ audit_log = Table(
     Column("detail", Text, nullable=True),
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False),
+    Column("tool", String(255), nullable=True),  # migration 0002
+    # How ``hash`` was computed (mcp_auth.audit.SCHEME_*); 1 for rows older than migration 0002.
+    Column("hash_scheme", SmallInteger, nullable=False, server_default=text("1")),
     CheckConstraint(_one_of("action", ACTIONS), name="action"),
     CheckConstraint(_one_of("result", RESULTS), name="result"),
     Index(None, "service_id", "at"),

@@ -47,7 +47,13 @@ class AuditedReads(Protocol):
         ...
 
     async def get_audited(
-        self, service: str, key: str, user_email: str | None = None, *, audit_missing: bool = True
+        self,
+        service: str,
+        key: str,
+        user_email: str | None = None,
+        *,
+        audit_missing: bool = True,
+        tool: str | None = None,
     ) -> str | None: ...
 
 

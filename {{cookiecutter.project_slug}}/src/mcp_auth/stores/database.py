@@ -76,10 +76,10 @@ _GET_AUDITED_PG = """
 WITH token AS (
     SELECT key_id, nonce, ciphertext FROM tokens WHERE service_id = %(service)s AND key = %(key)s
 ), audit AS (
-    INSERT INTO audit_log (at, service_id, action, token_key, user_email, result, detail)
+    INSERT INTO audit_log (at, service_id, action, token_key, user_email, result, detail, tool)
     SELECT %(at)s, %(service)s, 'get_token', %(key)s, %(user_email)s,
            CASE WHEN token.key_id IS NULL THEN 'failure' ELSE 'success' END,
-           CASE WHEN token.key_id IS NULL THEN 'not found' END
+           CASE WHEN token.key_id IS NULL THEN 'not found' END, %(tool)s
     FROM (SELECT 1) AS one LEFT JOIN token ON true
     WHERE token.key_id = ANY(%(key_ids)s) OR (token.key_id IS NULL AND %(audit_missing)s)
 )
@@ -105,21 +105,25 @@ class _AuditedRead:
     user_email: str
     audit_missing: bool
     event: Callable[..., AuditEvent]
+    audit_key: bytes | None
+    tool: str | None
 
     def __call__(self, conn: Connection) -> tuple[str | None, DecryptionError | None]:
-        postgres = conn.dialect.name == "postgresql"
-        row = self._read_pg(conn) if postgres else self._read_sqlite(conn)
+        # One statement when the database links the audit row itself (PostgreSQL, unkeyed);
+        # otherwise read, then append the row linked here (keyed, or SQLite).
+        one_statement = conn.dialect.name == "postgresql" and self.audit_key is None
+        row = self._read_pg(conn) if one_statement else self._read(conn)
         if row is None:
             return None, None
         try:
             value = self.keyring.decrypt(self.service, self.key, row)
         except DecryptionError as exc:
-            if postgres and row.key_id in self.keyring:
+            if one_statement and row.key_id in self.keyring:
                 raise _Undecryptable(exc) from None  # roll back the optimistic success row
-            append(conn, self.event("failure", exc.message))
+            append(conn, self.event("failure", exc.message), self.audit_key)
             return None, exc
-        if not postgres:
-            append(conn, self.event("success"))
+        if not one_statement:
+            append(conn, self.event("success"), self.audit_key)
         return value, None
 
     def _read_pg(self, conn: Connection) -> Envelope | None:
@@ -135,15 +139,16 @@ class _AuditedRead:
             "user_email": self.user_email,
             "key_ids": list(self.keyring.ids),
             "audit_missing": self.audit_missing,
+            "tool": self.tool,
         }
         with driver_errors(conn):
             found = driver.execute(_GET_AUDITED_PG, parameters).fetchone()
         return None if found is None else Envelope(found[0], bytes(found[1]), bytes(found[2]))
 
-    def _read_sqlite(self, conn: Connection) -> Envelope | None:
+    def _read(self, conn: Connection) -> Envelope | None:
         row = _select_token(conn, self.service, self.key)
         if row is None and self.audit_missing:
-            append(conn, self.event("failure", "not found"))
+            append(conn, self.event("failure", "not found"), self.audit_key)
         return row
 
 
@@ -160,10 +165,12 @@ class DatabaseTokenStore:
         actor: str,
         service_name: str | None = None,
         owns_database: bool = False,
+        audit_key: bytes | None = None,
     ) -> None:
         self.database = database
         self.actor = actor
         self._keyring = keyring
+        self._audit_key = audit_key  # MCP_AUDIT_KEY: keys the audit rows this store writes
         self._service_name = service_name
         self._owns_database = owns_database
         # In-process writers wait for a rotation to finish *and* swap the keyring, so they
@@ -182,6 +189,7 @@ class DatabaseTokenStore:
             actor=actor or settings.operator,
             service_name=settings.service_name,
             owns_database=owns,
+            audit_key=settings.audit_key_bytes(),
         )
 
     @property
@@ -197,13 +205,21 @@ class DatabaseTokenStore:
         return None if row is None else self._keyring.decrypt(service, key, row)
 
     def audit_sink(self) -> AuditSink:
-        return DatabaseAuditSink(self.database)
+        return DatabaseAuditSink(self.database, self._audit_key)
 
     def writes_audit_to(self, sink: AuditSink) -> bool:
-        return isinstance(sink, DatabaseAuditSink) and sink.database is self.database
+        return (
+            isinstance(sink, DatabaseAuditSink) and sink.database is self.database and sink.audit_key == self._audit_key
+        )
 
     async def get_audited(
-        self, service: str, key: str, user_email: str | None = None, *, audit_missing: bool = True
+        self,
+        service: str,
+        key: str,
+        user_email: str | None = None,
+        *,
+        audit_missing: bool = True,
+        tool: str | None = None,
     ) -> str | None:
         """``get`` plus its ``get_token`` audit row, in one trip to a worker thread (one
         connection checkout instead of two: the fast path for handing out a token). On PostgreSQL
@@ -214,13 +230,15 @@ class DatabaseTokenStore:
         that falls back to another key and audits the final miss itself) is committed before
         the error is raised.
         """
-        event = functools.partial(AuditEvent, "get_token", service, key, user_email or self.actor)
-        read = _AuditedRead(self._keyring, service, key, user_email or self.actor, audit_missing, event)
+        actor = user_email or self.actor
+        event = functools.partial(AuditEvent, "get_token", service, key, actor, tool=tool)
+        read = _AuditedRead(self._keyring, service, key, actor, audit_missing, event, self._audit_key, tool)
         try:
             value, error = await self.database.run(read)
         except _Undecryptable as undecryptable:
             error = undecryptable.error
-            await self.database.run(functools.partial(append, event=event("failure", error.message)))
+            failure = event("failure", error.message)
+            await self.database.run(functools.partial(append, event=failure, key=self._audit_key))
         if error is not None:
             raise error
         return value
@@ -321,7 +339,7 @@ class DatabaseTokenStore:
 
         def tx(conn: Connection) -> T:
             result, detail, value = work(conn)
-            append(conn, AuditEvent(action, service, key, self.actor, result, detail))
+            append(conn, AuditEvent(action, service, key, self.actor, result, detail), self._audit_key)
             return value
 
         def locked() -> T:
@@ -338,7 +356,7 @@ class DatabaseTokenStore:
         except McpAuthError as exc:
             failure = AuditEvent(action, service, key, self.actor, "failure", exc.message)
             with contextlib.suppress(ServiceUnavailable):  # report the refusal, not the outage
-                await self.database.run(functools.partial(append, event=failure))
+                await self.database.run(functools.partial(append, event=failure, key=self._audit_key))
             raise
 
     # ----- rotation ------------------------------------------------------------------------

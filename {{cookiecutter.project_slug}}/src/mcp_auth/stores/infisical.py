@@ -247,7 +247,7 @@ class InfisicalStore:
         if response.status_code == 404:  # no such route: not an Infisical server
             self._log_rejection("universal auth login", response)
             raise ServiceUnavailable(
-                f"Infisical login endpoint not found at {self._base_url} (HTTP 404); check INFISICAL_HOST"
+                "Infisical login endpoint not found (HTTP 404); check INFISICAL_HOST", detail=self._base_url
             )
         if response.status_code in (400, 401, 403, 422):
             self._log_rejection("universal auth login", response)
@@ -287,7 +287,11 @@ class InfisicalStore:
         status = response.status_code
         if status == 404:
             self._log_rejection("secret read", response)
-            raise ServiceUnavailable(f"secret {self._secret_name} not found in Infisical ({self._where})")
+            raise ServiceUnavailable(
+                f"secret {self._secret_name} not found in Infisical "
+                "(check INFISICAL_PROJECT_ID, INFISICAL_ENVIRONMENT and INFISICAL_SECRET_PATH)",
+                detail=self._where,
+            )
         if _token_rejected(response):
             self._log_rejection("secret read", response)
             hint = "universal auth access token" if self._universal_auth else "INFISICAL_API_KEY"
@@ -295,8 +299,8 @@ class InfisicalStore:
         if status == 403:
             self._log_rejection("secret read", response)
             raise ServiceUnavailable(
-                f"Infisical denied access to secret {self._secret_name} ({self._where}); "
-                "give the machine identity read access to it"
+                f"Infisical denied access to secret {self._secret_name}; give the machine identity read access to it",
+                detail=self._where,
             )
         self._raise_for_status(response, "secret read")
         secret = _json(response).get("secret")
@@ -305,11 +309,12 @@ class InfisicalStore:
             raise ServiceUnavailable("Infisical returned an unexpected response to the secret read")
         if secret.get("secretValueHidden") is True:
             raise ServiceUnavailable(
-                f"Infisical hid the value of secret {self._secret_name} ({self._where}); "
-                "give the machine identity read-value access to it"
+                f"Infisical hid the value of secret {self._secret_name}; "
+                "give the machine identity read-value access to it",
+                detail=self._where,
             )
         if not value:
-            raise ServiceUnavailable(f"secret {self._secret_name} is empty in Infisical ({self._where})")
+            raise ServiceUnavailable(f"secret {self._secret_name} is empty in Infisical", detail=self._where)
         logger.debug("read secret %s from Infisical (%s)", self._secret_name, self._where)
         return value
 
@@ -325,12 +330,15 @@ class InfisicalStore:
             async with asyncio.timeout(self._deadline):
                 return await self._client.request(method, path, **kwargs)
         except (httpx.TimeoutException, TimeoutError):
-            raise ServiceUnavailable(f"Infisical unreachable (request to {self._base_url} timed out)") from None
+            raise ServiceUnavailable(
+                "Infisical unreachable (request timed out)", detail=f"request to {self._base_url}"
+            ) from None
         except httpx.HTTPError as exc:
             # Connection refused, DNS failure, TLS error, reset: the class name is diagnostic
             # enough, and unlike str(exc) it can carry no URL or credential.
             raise ServiceUnavailable(
-                f"Infisical unreachable (connection to {self._base_url} failed: {type(exc).__name__})"
+                f"Infisical unreachable (connection failed: {type(exc).__name__})",
+                detail=f"connection to {self._base_url}",
             ) from None
 
     def _raise_for_status(self, response: httpx.Response, stage: str) -> None:

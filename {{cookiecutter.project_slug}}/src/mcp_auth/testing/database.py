@@ -8,10 +8,13 @@ PostgreSQL test would prove nothing).
 ``postgres_database`` / ``sqlite_database``: a ``Database`` on those, emptied before each test.
 ``database``: both of them, parametrized (``[postgres]`` / ``[sqlite]``): a test taking it runs
 once on each backend.
+``empty_postgres_url``: a fresh PostgreSQL database with nothing in it (not migrated), for tests
+of the migrations themselves; dropped after the test.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -27,6 +30,7 @@ from sqlalchemy.pool import NullPool
 __all__ = [
     "database",
     "database_url",
+    "empty_postgres_url",
     "migrated_sqlite_template",
     "postgres_database",
     "sqlite_database",
@@ -49,9 +53,9 @@ def _migrate(url: str) -> None:
         database.close()
 
 
-@pytest.fixture(scope="session")
-def database_url() -> Iterator[str]:
-    """URL of a migrated PostgreSQL database that exists only for this test run."""
+@contextlib.contextmanager
+def _throwaway_database() -> Iterator[str]:
+    """URL of a new, empty PostgreSQL database next to TEST_DATABASE_URL; dropped on exit."""
     admin_url = os.environ.get("TEST_DATABASE_URL", "").strip()
     if not admin_url:
         reason = "TEST_DATABASE_URL is not set (e.g. postgresql://postgres@127.0.0.1:5432/postgres)"
@@ -70,14 +74,27 @@ def database_url() -> Iterator[str]:
         admin.dispose()
         orig = getattr(exc, "orig", exc)
         pytest.fail(f"TEST_DATABASE_URL: cannot create a test database ({type(orig).__name__})", pytrace=False)
-    test_url = url.set(database=name).render_as_string(hide_password=False)
     try:
-        _migrate(test_url)
-        yield test_url
+        yield url.set(database=name).render_as_string(hide_password=False)
     finally:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    """URL of a migrated PostgreSQL database that exists only for this test run."""
+    with _throwaway_database() as url:
+        _migrate(url)
+        yield url
+
+
+@pytest.fixture
+def empty_postgres_url() -> Iterator[str]:
+    """URL of an empty PostgreSQL database (no tables) that exists only for this test."""
+    with _throwaway_database() as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -101,7 +118,10 @@ def postgres_database(database_url: str) -> Iterator[Database]:
     """A Database on the run's PostgreSQL database, with every mcp_auth table emptied."""
     database = Database.from_url(database_url, slug=SLUG)
     with database.engine.begin() as conn:
+        # The owner's way past the TRUNCATE guard (migration 0002), for a fresh table per test.
+        conn.execute(text("ALTER TABLE audit_log DISABLE TRIGGER audit_log_no_truncate"))
         conn.execute(text(f"TRUNCATE {_TABLES} RESTART IDENTITY"))
+        conn.execute(text("ALTER TABLE audit_log ENABLE TRIGGER audit_log_no_truncate"))
     yield database
     database.close()
 

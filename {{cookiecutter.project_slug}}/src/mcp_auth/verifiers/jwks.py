@@ -54,7 +54,7 @@ class JwksCache:
             self._forced_at = now
             await self._refresh()
         if not self._keys:
-            raise ServiceUnavailable(f"Cloudflare Access certificates unavailable ({self.url})")
+            raise ServiceUnavailable("Cloudflare Access certificates unavailable", detail=self.url)
         return self._keys.get(kid) if kid else None
 
     def _elapsed(self, since: float | None, now: float) -> bool:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from typing import Any
+from urllib.parse import unquote
 
 import httpx
 import mcp_auth
@@ -25,12 +26,31 @@ def base_url() -> str:
     return os.environ.get("UPSTREAM_BASE_URL", UPSTREAM_BASE_URL).rstrip("/")
 
 
-async def upstream_get(path: str) -> Any:
-    """GET a path of the upstream API (e.g. "/whoami") and return its JSON."""
+def upstream_url(path: str) -> httpx.URL:
+    """The URL of ``path`` under the base URL; a ToolError for anything that could leave it (the
+    service token goes with the request, so it must never reach another host or API path)."""
     if not path.startswith("/") or path.startswith("//") or "://" in path or "\\" in path:
         raise ToolError("path must be a path on the upstream API, starting with a single '/'")
+    if any(ord(char) < 0x20 or ord(char) == 0x7F for char in path):
+        raise ToolError("path must not contain control characters")
+    route = path.split("?", 1)[0].split("#", 1)[0]
+    decoded = route
+    for _ in range(3):  # double- and triple-encoded dot segments too
+        decoded = unquote(decoded)
+    if "\\" in decoded or any(segment in (".", "..") for segment in decoded.split("/")):
+        raise ToolError("path must not contain '.' or '..' segments (plain or percent-encoded)")
+    base = httpx.URL(base_url() + "/")
+    url = httpx.URL(base_url() + path)
+    same_origin = (url.scheme, url.host, url.port) == (base.scheme, base.host, base.port)
+    if not same_origin or not url.raw_path.startswith(base.raw_path):
+        raise ToolError("path leaves the upstream API's base URL")
+    return url
+
+
+async def upstream_get(path: str) -> Any:
+    """GET a path of the upstream API (e.g. "/whoami") and return its JSON."""
+    url = upstream_url(path)
     token = mcp_auth.current().service_token
-    url = base_url() + path
     try:
         async with httpx.AsyncClient(timeout=TIMEOUT, follow_redirects=False) as client:
             response = await client.get(url, headers={"Authorization": f"Bearer {token}", "Accept": "application/json"})
