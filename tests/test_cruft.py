@@ -15,6 +15,7 @@ import re
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 import cruft
 import pytest
@@ -98,16 +99,25 @@ def template(tmp_path: Path, git_env: dict[str, str]) -> Repo:
     return repo
 
 
-def cruft_create(template: Repo, out: Path) -> Repo:
-    project_dir = cruft.create(str(template.path), output_dir=out, no_input=True)
+def cruft_create(template: Repo, out: Path, checkout: str | None = None, **context: str) -> Repo:
+    project_dir = cruft.create(
+        str(template.path), output_dir=out, no_input=True, checkout=checkout, extra_context=context or None
+    )
     assert project_dir == out / SLUG
     project = init_repo(project_dir, template.env)
     project.commit_all("generated")
     return project
 
 
-def cruft_update(project: Repo) -> None:
-    assert cruft.update(project.path, skip_apply_ask=True), "cruft update refused"
+def cruft_update(project: Repo, checkout: str | None = None, **variables: str) -> None:
+    """`cruft update -y [--checkout REF] [--variables-to-update JSON]`."""
+    updated = cruft.update(project.path, skip_apply_ask=True, checkout=checkout, extra_context=variables or None)
+    assert updated, "cruft update refused"
+
+
+def cruft_state(project: Repo) -> dict[str, Any]:
+    state: dict[str, Any] = json.loads((project.path / ".cruft.json").read_text())
+    return state
 
 
 def merge_check(project: Repo) -> tuple[int, str]:
@@ -166,6 +176,59 @@ def test_conflicting_edit_is_caught_by_the_merge_check(template: Repo, tmp_path:
     assert re.search(r"^\s+Dockerfile(\.rej)?:", output, re.MULTILINE), output
     # The unrelated template change still arrived.
     assert (project.path / "src/mcp_auth/v2_feature.py").exists()
+
+
+def test_update_to_a_tagged_release_pulls_exactly_that_release(template: Repo, tmp_path: Path) -> None:
+    """Releases are tags (docs/updating.md): `cruft update --checkout v2.0.0` brings v2.0.0 and
+    nothing committed after it, and .cruft.json records the tag's commit."""
+    v1 = template.git("rev-parse", "HEAD")
+    template.git("tag", "v1.0.0")
+    v2 = template_v2(template)
+    template.git("tag", "v2.0.0")
+    root = "{{cookiecutter.project_slug}}"
+    (template.path / root / "src/mcp_auth/unreleased.py").write_text('FEATURE = "not released yet"\n')
+    unreleased = template.commit_all("work after v2.0.0, untagged")
+
+    project = cruft_create(template, tmp_path / "out", checkout="v1.0.0")
+    assert cruft_state(project)["commit"] == v1
+    assert not (project.path / "src/mcp_auth/v2_feature.py").exists()
+    (project.path / USER_TOOL).write_text(USER_TOOL_TEXT)
+    project.commit_all("add my tool")
+
+    cruft_update(project, checkout="v2.0.0")
+
+    state = cruft_state(project)
+    assert state["commit"] == v2 == template.git("rev-list", "-n", "1", "v2.0.0") != unreleased
+    assert state.get("checkout") == "v2.0.0", "the next `cruft check` compares against the same tag"
+    assert (project.path / "src/mcp_auth/v2_feature.py").read_text() == 'FEATURE = "added in v2"\n'
+    assert "--interval=20s" in (project.path / "Dockerfile").read_text()
+    assert not (project.path / "src/mcp_auth/unreleased.py").exists(), "only what the tag holds"
+    assert (project.path / USER_TOOL).read_text() == USER_TOOL_TEXT
+    assert merge_check(project)[0] == 0
+
+
+def test_license_survives_updates_and_can_be_changed_by_one(template: Repo, tmp_path: Path) -> None:
+    """The license option lives in .cruft.json like every option: an update keeps it (and the
+    year of creation); `cruft update --variables-to-update '{"license": "MIT"}'` changes it."""
+    project = cruft_create(template, tmp_path / "out", license="Apache-2.0")
+    created = cruft_state(project)["context"]["cookiecutter"]
+    assert created["license"] == "Apache-2.0" and re.fullmatch(r"20\d\d", created["__year"])
+    assert (project.path / "LICENSE").read_text().lstrip().startswith("Apache License")
+
+    template_v2(template)
+    cruft_update(project)
+    assert cruft_state(project)["context"]["cookiecutter"]["__year"] == created["__year"]
+    assert (project.path / "LICENSE").read_text().lstrip().startswith("Apache License")
+    assert 'license = "Apache-2.0"' in (project.path / "pyproject.toml").read_text()
+    assert (project.path / "src/mcp_auth/v2_feature.py").exists()
+    project.commit_all("update from the template")
+
+    cruft_update(project, license="MIT")
+    assert cruft_state(project)["context"]["cookiecutter"]["license"] == "MIT"
+    license_text = (project.path / "LICENSE").read_text()
+    assert license_text.startswith(f"MIT License\n\nCopyright (c) {created['__year']} Your Name\n")
+    assert 'license = "MIT"' in (project.path / "pyproject.toml").read_text()
+    assert merge_check(project)[0] == 0
 
 
 @pytest.mark.slow

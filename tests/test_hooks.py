@@ -104,6 +104,8 @@ def test_the_default_context_passes(pre_gen: ModuleType, defaults: dict[str, Any
         ("project_name", "O'Brien's MCP"),
         ("description", "Talks to the 'Coda' API: docs, tables & rows <v1>"),
         ("author_name", "Zoë Ó"),
+        ("license", "Apache-2.0"),
+        ("license", "Proprietary"),
     ],
 )
 def test_valid_values_pass(pre_gen: ModuleType, defaults: dict[str, Any], option: str, value: str) -> None:
@@ -161,6 +163,11 @@ BAD = [
     ("author_name", "Back\\slash"),
     ("author_name", '"'),
     ("author_name", "\t"),
+    ("license", "GPL-3.0"),
+    ("license", "mit"),
+    ("license", ""),
+    ("auth_mode", "oauth"),
+    ("token_store", "vault"),
 ]
 
 
@@ -176,8 +183,21 @@ def test_each_bad_value_is_reported_naming_its_option(
 
 
 def test_every_rule_has_bad_values(pre_gen: ModuleType) -> None:
-    options = {option for option, _, _ in pre_gen.RULES} | set(pre_gen.FREE_TEXT)
+    options = {option for option, _, _ in pre_gen.RULES} | set(pre_gen.FREE_TEXT) | set(pre_gen.CHOICES)
     assert options <= {option for option, _ in BAD}
+
+
+def test_choices_are_the_lists_in_cookiecutter_json(pre_gen: ModuleType) -> None:
+    cookiecutter_json = json.loads((TEMPLATE / "cookiecutter.json").read_text())
+    for option, choices in pre_gen.CHOICES.items():
+        assert choices == cookiecutter_json[option], option
+    assert cookiecutter_json["license"][0] == "MIT", "MIT is the default"
+    assert "license" in cookiecutter_json["__prompts__"]
+
+
+def test_a_bad_license_names_the_choices(pre_gen: ModuleType, defaults: dict[str, Any]) -> None:
+    (problem,) = pre_gen.problems(with_(defaults, license="GPL-3.0"))
+    assert str(problem) == "ERROR: license 'GPL-3.0' is invalid: use one of MIT, Apache-2.0, Proprietary."
 
 
 def test_every_problem_is_reported_once(pre_gen: ModuleType, defaults: dict[str, Any]) -> None:

@@ -110,6 +110,8 @@ class McpAuthSettings(BaseSettings):
     host: str = Field("127.0.0.1", validation_alias="MCP_HOST")
     port: int | None = Field(None, ge=1, le=65535, validation_alias="MCP_PORT")
     operator_email: str | None = Field(None, validation_alias="MCP_OPERATOR_EMAIL")
+    metrics_port: int | None = Field(None, ge=1, le=65535, validation_alias="MCP_METRICS_PORT")
+    otel_endpoint: str | None = Field(None, validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT")
 
     # Filled from ProjectInfo by load_settings(), not from the environment.
     slug: str = Field("mcp-server", exclude=True)
@@ -143,6 +145,8 @@ class McpAuthSettings(BaseSettings):
         "infisical_project_id",
         "infisical_secret_name",
         "operator_email",
+        "metrics_port",
+        "otel_endpoint",
         mode="before",
     )
     @classmethod
@@ -317,12 +321,22 @@ def _check_encryption_keys(settings: McpAuthSettings) -> None:
     settings.audit_key_bytes()  # likewise for MCP_AUDIT_KEY
 
 
+def _check_observability(settings: McpAuthSettings) -> None:
+    if settings.metrics_port is not None and settings.metrics_port == settings.port:
+        raise ConfigError(
+            f"MCP_METRICS_PORT must differ from MCP_PORT ({settings.port}): /metrics is served on a port of its own"
+        )
+    if settings.otel_endpoint is not None and urlsplit(settings.otel_endpoint).scheme not in ("http", "https"):
+        raise ConfigError("OTEL_EXPORTER_OTLP_ENDPOINT must be an http(s):// URL (e.g. http://otel-collector:4318)")
+
+
 _STARTUP_CHECKS: tuple[Callable[[McpAuthSettings], None], ...] = (
     _check_cloudflare,
     _check_bearer,
     _check_postgres_store,
     _check_infisical_store,
     _check_encryption_keys,
+    _check_observability,
 )
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-AuthMethod = Literal["cloudflare", "bearer", "api_key", "operator"]
+AuthMethod = Literal["cloudflare", "bearer", "api_key", "operator", "dev"]
+"""``dev``: the local identity of ``<slug> dev`` (no authentication; development only)."""
 
 
 @dataclass(frozen=True, slots=True)

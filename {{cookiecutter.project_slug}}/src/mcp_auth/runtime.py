@@ -13,6 +13,7 @@ from mcp_auth.backend import Backend, open_backend
 from mcp_auth.config import McpAuthSettings
 from mcp_auth.errors import ServiceUnavailable
 from mcp_auth.logs import register_secret
+from mcp_auth.observability.exporter import multiprocess_dir
 from mcp_auth.ownership import require_own_copy
 from mcp_auth.tokens import TokenService
 from mcp_auth.verifiers import CloudflareAccessVerifier, JwksCache, StaticBearerVerifier, Verifier
@@ -50,6 +51,7 @@ class Runtime:
         """Validate (fail closed) and build; raises ConfigError naming the variable."""
         require_own_copy(settings.package)
         settings.validate_startup()
+        multiprocess_dir()  # PROMETHEUS_MULTIPROC_DIR, when set, must be usable before any metric is written
         _register_configured_secrets(settings)
         backend = open_backend(settings, require_schema=True)
         if backend.database is not None and settings.audit_key is None:

@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from mcp_auth.audit import AuditEvent, AuditSink, Result
+from mcp_auth.audit import AuditEvent, AuditSink, LogAuditSink, Result
 from mcp_auth.context import current_identity
 from mcp_auth.errors import DecryptionError, McpAuthError, ReadOnlyStore, ServiceUnavailable, TokenNotFound
 from mcp_auth.identity import Identity
 from mcp_auth.logs import register_secret
+from mcp_auth.observability import tracing
+from mcp_auth.observability.metrics import timed
 from mcp_auth.stores.base import DEFAULT_KEY, AuditedReads, RotatableStore, TokenStore
 
 logger = logging.getLogger("mcp_auth.tokens")
@@ -64,6 +67,20 @@ class TokenService:
         Raises ServiceUnavailable when the store cannot answer (a DecryptionError becomes one
         too: the server cannot hand out the token until an operator fixes the key).
         """
+        attributes = {
+            tracing.ENDUSER_ID: identity.subject,
+            tracing.TOOL_NAME: tool,
+            "mcp_auth.service": self.service,
+            "mcp_auth.token_store": self._store.name,
+        }
+        with tracing.span("mcp_auth.resolve_token", attributes) as span:
+            resolved = await self._resolve(identity, tool)
+            # Which key answered: the caller's own ("own") or the shared one; never the value.
+            found = "none" if resolved is None else "default" if resolved.key == DEFAULT_KEY else "own"
+            span.set_attribute("mcp_auth.token.key", found)
+            return resolved
+
+    async def _resolve(self, identity: Identity, tool: str | None) -> ResolvedToken | None:
         keys = [identity.subject] if identity.subject != DEFAULT_KEY else []
         keys.append(DEFAULT_KEY)
         for key in keys:
@@ -89,7 +106,8 @@ class TokenService:
         self, service: str, key: str, actor: str, *, audit_missing: bool, tool: str | None = None
     ) -> str | None:
         if self._fused is not None:
-            value = await self._fused.get_audited(service, key, actor, audit_missing=audit_missing, tool=tool)
+            with self._timed("get", audited=True):
+                value = await self._fused.get_audited(service, key, actor, audit_missing=audit_missing, tool=tool)
         else:
             value = await self._read_then_audit(service, key, actor, audit_missing=audit_missing, tool=tool)
         if value is not None:
@@ -100,7 +118,8 @@ class TokenService:
         self, service: str, key: str, actor: str, *, audit_missing: bool, tool: str | None
     ) -> str | None:
         try:
-            value = await self._store.get(service, key)
+            with self._timed("get", audited=False):
+                value = await self._store.get(service, key)
         except McpAuthError as exc:
             with contextlib.suppress(McpAuthError):  # the store's error is the one to report
                 await self._record(service, key, actor, "failure", exc.message, tool=tool)
@@ -124,8 +143,21 @@ class TokenService:
         required: bool = False,
     ) -> None:
         event = AuditEvent("get_token", service, key, actor, result, detail, tool=tool)
+        sink = "log" if isinstance(self._audit, LogAuditSink) else "database"
+        attributes = {
+            "mcp_auth.audit.action": event.action,
+            "mcp_auth.audit.result": result,
+            "mcp_auth.audit.sink": sink,
+            tracing.ENDUSER_ID: actor,
+            tracing.TOOL_NAME: tool,
+        }
         try:
-            await self._audit.record(event)
+            with tracing.span("mcp_auth.audit.write", attributes):
+                if sink == "log":  # the database sink times its own inserts (mcp_auth.db.audit_log)
+                    with timed("audit_write", "log"):
+                        await self._audit.record(event)
+                else:
+                    await self._audit.record(event)
         except McpAuthError as exc:
             logger.error("audit write failed", extra={"reason": exc.message, "action": "get_token"})
             if required:
@@ -135,11 +167,13 @@ class TokenService:
 
     async def set(self, service: str, key: str, value: str) -> None:
         """Store (encrypt) a token; ReadOnlyStore on the env and Infisical stores."""
-        await self.store.set(service, key, value)
+        with self._timed("set"):
+            await self.store.set(service, key, value)
 
     async def delete(self, service: str, key: str) -> bool:
         """True when a token was deleted, False when none was stored."""
-        return await self.store.delete(service, key)
+        with self._timed("delete"):
+            return await self.store.delete(service, key)
 
     async def rotate_key(self, old_key: str, new_key: str) -> int:
         """Re-encrypt every token from ``old_key`` to ``new_key`` (base64 keys); all or nothing."""
@@ -150,7 +184,16 @@ class TokenService:
         return await self.store.rotate_key(old_key, new_key)
 
     async def check(self) -> None:
-        await self.store.check()
+        with self._timed("check"):
+            await self.store.check()
+
+    @contextlib.contextmanager
+    def _timed(self, operation: str, *, audited: bool | None = None) -> Iterator[None]:
+        """``mcp_token_store_duration_seconds`` and the ``mcp_auth.token_store.<operation>`` span."""
+        attributes = {"mcp_auth.token_store": self._store.name, "mcp_auth.token_store.audited": audited}
+        with tracing.span(f"mcp_auth.token_store.{operation}", attributes):
+            with timed("token_store", self._store.name, operation):
+                yield
 
     async def close(self) -> None:
         await self.store.close()

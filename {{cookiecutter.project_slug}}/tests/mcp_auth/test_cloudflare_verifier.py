@@ -115,9 +115,10 @@ async def test_rotated_key_is_fetched_once_then_unknown_kids_are_rate_limited(cf
     cf_access.rotate()
     assert (await v.verify(cf_access.mint(email="new@example.com"))).subject == "new@example.com"
     assert cf_access.cert_requests == before + 1  # unknown kid -> one refetch
-    for _ in range(20):  # forged kids must not turn us into a JWKS flooder
+    forger = new_rsa_key()  # one key (generating 2048-bit keys is slow); the kids are what vary
+    for i in range(20):  # forged kids must not turn us into a JWKS flooder
         with pytest.raises(AuthenticationFailed):
-            await v.verify(cf_access.mint(key=new_rsa_key(), kid="random-kid"))
+            await v.verify(cf_access.mint(key=forger, kid=f"random-kid-{i}"))
     assert cf_access.cert_requests == before + 1
 
 

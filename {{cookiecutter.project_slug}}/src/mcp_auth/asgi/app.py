@@ -12,9 +12,13 @@ from contextlib import asynccontextmanager
 from fastmcp import FastMCP
 from mcp_auth import token_functions
 from mcp_auth.asgi.authentication import PUBLIC_PATHS, AuthenticationMiddleware
+from mcp_auth.asgi.observability import ObservabilityMiddleware, ToolCallMetrics
 from mcp_auth.asgi.responses import unavailable_body
 from mcp_auth.asgi.token_resolution import TokenResolutionMiddleware
 from mcp_auth.errors import ServiceUnavailable
+from mcp_auth.observability import tracing
+from mcp_auth.observability.exporter import MetricsServer, multiprocess_dir
+from mcp_auth.observability.metrics import ToolNames
 from mcp_auth.runtime import Runtime
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -31,24 +35,31 @@ CHECKPOINT_INTERVAL_SECONDS = 300.0
 def build_http_app(mcp: FastMCP, runtime: Runtime) -> Starlette:
     """Stateless streamable HTTP (any replica can serve any request), authenticated."""
     _add_probes(mcp, runtime)
+    tool_names = ToolNames()
+    mcp.add_middleware(ToolCallMetrics(tool_names))
     app = mcp.http_app(
         path=MCP_PATH,
         stateless_http=True,
         json_response=True,
         middleware=[
+            Middleware(ObservabilityMiddleware),
             Middleware(
                 AuthenticationMiddleware,
                 authenticator=runtime.authenticator,
                 service=runtime.settings.service_name,
                 public_paths=PUBLIC_PATHS,
             ),
-            Middleware(TokenResolutionMiddleware, tokens=runtime.tokens, public_paths=PUBLIC_PATHS),
+            Middleware(
+                TokenResolutionMiddleware, tokens=runtime.tokens, public_paths=PUBLIC_PATHS, tool_names=tool_names
+            ),
         ],
     )
     inner_lifespan = app.router.lifespan_context
 
     @asynccontextmanager
     async def lifespan(starlette_app: Starlette) -> AsyncIterator[None]:
+        tool_names.names = frozenset(tool.name for tool in await mcp.list_tools(run_middleware=False))
+        metrics_server = await _start_observability(runtime)
         remove_signal = _install_refresh_signal(runtime)
         # Tools calling mcp_auth.get_token() & co. share the server's store and audit log.
         restore = token_functions.use(runtime.tokens)
@@ -62,6 +73,9 @@ def build_http_app(mcp: FastMCP, runtime: Runtime) -> Starlette:
                 await checkpoints
             restore()
             remove_signal()
+            if metrics_server is not None:
+                await metrics_server.close()
+            tracing.flush_tracing()
             await runtime.close()
 
     app.router.lifespan_context = lifespan
@@ -91,6 +105,18 @@ def _add_probes(mcp: FastMCP, runtime: Runtime) -> None:
             # The public body names the component; the log line keeps hosts and ids.
             return JSONResponse(unavailable_body(exc.message), status_code=503)
         return JSONResponse({"status": "ready", "service": settings.slug, "token_storage": settings.token_store})
+
+
+async def _start_observability(runtime: Runtime) -> MetricsServer | None:
+    """Tracing export (OTEL_EXPORTER_OTLP_ENDPOINT) and the /metrics listener (MCP_METRICS_PORT,
+    on MCP_HOST): both only when configured."""
+    settings = runtime.settings
+    tracing.configure_tracing(settings.otel_endpoint, settings.slug)
+    if settings.metrics_port is None:
+        return None
+    server = MetricsServer(settings.host, settings.metrics_port, directory=multiprocess_dir())
+    await server.start()
+    return server
 
 
 async def _log_checkpoints(runtime: Runtime) -> None:

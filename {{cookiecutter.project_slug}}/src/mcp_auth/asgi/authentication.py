@@ -10,18 +10,23 @@ the API-key database cannot answer. The identity is bound for the rest of the re
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from mcp_auth.asgi.responses import send_unauthorized, send_unavailable
-from mcp_auth.authenticator import CF_HEADER, Authenticator
+from mcp_auth.authenticator import CF_HEADER, Authenticator, bearer_token
 from mcp_auth.context import CallContext, bind, unbind
 from mcp_auth.errors import AuthenticationFailed, McpAuthError, ServiceUnavailable
+from mcp_auth.identity import Identity
+from mcp_auth.observability import metrics, tracing
+from mcp_auth.verifiers.cloudflare import INVALID_JWT
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 logger = logging.getLogger("mcp_auth.middleware")
 
 PUBLIC_PATHS = frozenset({"/health", "/status"})
 SINGLE_CREDENTIAL_HEADERS = ("authorization", CF_HEADER)
+INVALID_API_KEY = "Invalid API key"  # mcp_auth.db.keys' message (importing it would load SQLAlchemy)
+API_KEY_PREFIX = "mcpk_"
 
 
 def credential_headers(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
@@ -66,16 +71,32 @@ class AuthenticationMiddleware:
             await send({"type": "websocket.close", "code": 1008})
             return
         try:
-            headers = credential_headers(scope["headers"])
-            identity = await self.authenticator.authenticate(headers)
+            identity = await self._authenticate(scope)
         except McpAuthError as exc:
             await self.on_error(scope, exc, send)
             return
+        tracing.set_current(**{tracing.ENDUSER_ID: identity.subject})
         token = bind(CallContext(identity=identity, service=self.service))
         try:
             await self.app(scope, receive, send)
         finally:
             unbind(token)
+
+    async def _authenticate(self, scope: Scope) -> Identity:
+        """The caller, in the ``mcp_auth.authenticate`` span; a failure is counted by its reason."""
+        with tracing.span("mcp_auth.authenticate", {"mcp_auth.auth.mode": self.authenticator.mode}) as span:
+            headers: dict[str, str] | None = None
+            try:
+                headers = credential_headers(scope["headers"])
+                identity = await self.authenticator.authenticate(headers)
+            except McpAuthError as exc:
+                reason = failure_reason(exc, headers)
+                metrics.record_auth_failure(reason)
+                span.set_attribute("mcp_auth.auth.failure_reason", reason)
+                tracing.fail(span, reason)
+                raise
+            span.set_attributes({tracing.ENDUSER_ID: identity.subject, "mcp_auth.auth.method": identity.method})
+            return identity
 
     async def on_error(self, scope: Scope, exc: McpAuthError, send: Send) -> None:
         client = scope.get("client")
@@ -91,3 +112,20 @@ class AuthenticationMiddleware:
         reason = exc.log_detail if isinstance(exc, ServiceUnavailable) else exc.message
         logger.error("authentication unavailable", extra={"reason": reason, "remote_addr": remote})
         await send_unavailable(send, exc.message)
+
+
+def failure_reason(exc: McpAuthError, headers: Mapping[str, str] | None) -> metrics.AuthFailureReason:
+    """The fixed label of an authentication failure (never the free-text reason): headers is None
+    when they could not be read (two credential headers)."""
+    if not isinstance(exc, AuthenticationFailed):
+        return "unavailable"
+    if headers is None or exc.reason.startswith("duplicate"):
+        return "duplicate"
+    if "not accepted" in exc.message:
+        return "not_accepted"
+    if exc.message == INVALID_JWT:
+        return "invalid_jwt"
+    token = bearer_token(headers)
+    if exc.message == INVALID_API_KEY or (token is not None and token.startswith(API_KEY_PREFIX)):
+        return "invalid_api_key"
+    return "invalid_bearer" if token is not None else "missing"

@@ -13,6 +13,7 @@ from mcp_auth.asgi.request_body import read_body, replay, tool_call
 from mcp_auth.asgi.responses import send_too_large, send_unavailable
 from mcp_auth.context import CallContext, bind, current, unbind
 from mcp_auth.errors import ServiceUnavailable
+from mcp_auth.observability.metrics import ToolNames
 from mcp_auth.tokens import TokenService
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -20,10 +21,13 @@ logger = logging.getLogger("mcp_auth.middleware")
 
 
 class TokenResolutionMiddleware:
-    def __init__(self, app: ASGIApp, *, tokens: TokenService, public_paths: frozenset[str]) -> None:
+    def __init__(
+        self, app: ASGIApp, *, tokens: TokenService, public_paths: frozenset[str], tool_names: ToolNames | None = None
+    ) -> None:
         self.app = app
         self.tokens = tokens
         self.public_paths = public_paths
+        self.tool_names = tool_names or ToolNames()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] in self.public_paths:
@@ -40,6 +44,7 @@ class TokenResolutionMiddleware:
             return
         call = await self._resolve(send, called.name)
         if call is None:
+            self.tool_names.record(called.name, "unavailable")
             return
         token = bind(call)
         try:

@@ -1,8 +1,9 @@
-"""The project's console script: ``serve``, ``keygen`` and the operator commands.
+"""The project's console script: ``serve``, ``dev``, ``keygen`` and the operator commands.
 
 A project builds it with ``build_cli(PROJECT, "my_pkg.app:create_app")``; everything else is
-template-owned. The app factory is imported only by ``serve``: FastMCP takes seconds to import,
-and operator commands (and a refused start) should not wait for it.
+template-owned. The app factory is imported only by ``serve`` and ``dev`` (``cli/dev.py``, which
+also uses ``create_mcp()`` from the factory's module): FastMCP takes seconds to import, and
+operator commands (and a refused start) should not wait for it.
 Exit codes: 0 ok, 1 user error (one line on stderr, no traceback), 2 usage.
 """
 
@@ -30,6 +31,8 @@ SUBCOMMANDS = {
     "audit": "The audit log: list, verify, checkpoint.",
     "db": "Database schema: upgrade.",
 }
+COMMANDS = {"dev": "Development server, NO authentication, loopback only: stdio (default) or --http."}
+"""Single commands that live in their own module (``mcp_auth.cli.<name>.<name>``), imported when invoked."""
 
 
 def load_factory(path: str) -> Callable[[McpAuthSettings], object]:
@@ -73,9 +76,16 @@ class _LazySubcommands(TyperGroup):
     # ``ctx`` and the command are click's types, which newer Typer versions vendor privately
     # (typer._click): Any keeps this independent of where they come from.
     def list_commands(self, ctx: Any) -> list[str]:
-        return [*super().list_commands(ctx), *SUBCOMMANDS]
+        return [*super().list_commands(ctx), *COMMANDS, *SUBCOMMANDS]
 
     def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        if cmd_name in COMMANDS:
+            single = typer.Typer(add_completion=False)
+            function = getattr(importlib.import_module(f"mcp_auth.cli.{cmd_name}"), cmd_name)
+            single.command(help=COMMANDS[cmd_name])(function)
+            command = typer.main.get_command(single)  # one command and no callback: the command itself
+            command.name = cmd_name
+            return command
         if cmd_name not in SUBCOMMANDS:
             return super().get_command(ctx, cmd_name)
         module = importlib.import_module(f"mcp_auth.cli.{cmd_name}")

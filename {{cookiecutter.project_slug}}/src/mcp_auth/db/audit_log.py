@@ -29,6 +29,8 @@ from mcp_auth.audit import (
 from mcp_auth.db.engine import Database, as_utc
 from mcp_auth.db.models import audit_log
 from mcp_auth.errors import ConfigError, ServiceUnavailable
+from mcp_auth.observability.metrics import timed
+from mcp_auth.observability.tracing import ENDUSER_ID, span
 from sqlalchemy import Insert, select, text
 from sqlalchemy.engine import Connection
 
@@ -110,7 +112,19 @@ def append(conn: Connection, event: AuditEvent, key: bytes | None = None) -> Non
 
 
 def append_all(conn: Connection, events: list[AuditEvent], key: bytes | None = None) -> None:
-    """Insert several events in the caller's transaction, in order."""
+    """Insert several events in the caller's transaction, in order (timed: the audit write
+    latency metric, and the ``mcp_auth.audit.insert`` span)."""
+    attributes = {
+        "mcp_auth.audit.rows": len(events),
+        "mcp_auth.audit.keyed": key is not None,
+        "mcp_auth.audit.action": events[0].action if events else None,
+        ENDUSER_ID: events[0].user_email if len(events) == 1 else None,
+    }
+    with span("mcp_auth.audit.insert", attributes), timed("audit_write", "database"):
+        _insert_events(conn, events, key)
+
+
+def _insert_events(conn: Connection, events: list[AuditEvent], key: bytes | None) -> None:
     if conn.dialect.name == "postgresql" and key is None:
         # The chain trigger fills id, prev_hash and hash (several rows: one pipelined executemany).
         conn.execute(_pg_insert(), [_values(event) for event in events])

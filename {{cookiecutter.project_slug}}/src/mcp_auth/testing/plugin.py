@@ -25,6 +25,7 @@ from mcp_auth import token_functions
 from mcp_auth.config import McpAuthSettings, ProjectInfo
 from mcp_auth.testing.cloudflare import FakeCloudflareAccess
 from mcp_auth.testing.database import *  # noqa: F403  (database, database_url, sqlite_url, ...)
+from mcp_auth.testing.database import EMBEDDED
 
 if TYPE_CHECKING:  # annotations only: the plugin loads before (and without) FastMCP
     from starlette.applications import Starlette
@@ -52,6 +53,14 @@ def _compile_sources(config: pytest.Config) -> None:
         roots.append(Path(found.origin).parent)
     for root in roots:
         compileall.compile_dir(root, quiet=1)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say which PostgreSQL the run used when it started its own (TEST_DATABASE_URL unset)."""
+    for server in EMBEDDED:
+        terminalreporter.write_line(
+            f"PostgreSQL: embedded server (TEST_DATABASE_URL unset), started in {server.started_in or 0:.1f}s"
+        )
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -1,0 +1,55 @@
+"""``<slug> dev``: the console script as an MCP client launches it (stdio), with the local
+development identity, loudly labelled; and its refusal to listen beyond loopback."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from fastmcp import Client
+from fastmcp.client.transports import StdioTransport
+from mcp_auth.config import ProjectInfo
+from mcp_auth.testing.processes import clean_environ, console_script, run_console_script
+
+UPSTREAM_TOKEN = "dev-upstream-token-0123456789"
+
+
+def stdio_client(project: ProjectInfo, *args: str, log: Path) -> Client[StdioTransport]:
+    command, *prefix = console_script(project)
+    env = clean_environ({project.service_token_env: UPSTREAM_TOKEN})
+    transport = StdioTransport(command, [*prefix, "dev", *args], env=env, keep_alive=False, log_file=log)
+    return Client(transport)
+
+
+def assert_labelled(stderr: str) -> None:
+    """The banner, then only JSON log lines, each marked as development."""
+    assert "DEVELOPMENT MODE" in stderr and "NO AUTHENTICATION" in stderr
+    logs = [line for line in stderr.splitlines() if line.startswith("{")]
+    assert logs, stderr
+    assert all(json.loads(line)["mode"] == "development" for line in logs)
+    assert UPSTREAM_TOKEN not in stderr
+
+
+async def test_stdio_round_trip_with_the_dev_identity(project: ProjectInfo, tmp_path: Path) -> None:
+    log = tmp_path / "stderr.log"
+    async with stdio_client(project, log=log) as client:
+        result = await client.call_tool("whoami", {})
+    assert result.structured_content == {
+        "identity": "developer@localhost",
+        "auth_method": "dev",
+        "email": "developer@localhost",
+    }
+    stderr = log.read_text()
+    assert_labelled(stderr)
+    audit = [json.loads(line)["audit"] for line in stderr.splitlines() if '"audit"' in line]
+    assert audit and audit[-1]["user_email"] == "developer@localhost" and audit[-1]["result"] == "success"
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0"])
+def test_a_non_loopback_bind_is_refused(project: ProjectInfo, host: str) -> None:
+    result = run_console_script(project, "dev", "--http", "--host", host, env={}, timeout=30)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"error: dev serves loopback only: --host {host} is not a loopback address (use 'serve' with authentication)"
+    ]
