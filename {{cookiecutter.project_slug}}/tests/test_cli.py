@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import subprocess
-from pathlib import Path
 from typing import Protocol
 
 import pytest
@@ -30,14 +29,10 @@ def cli(project: ProjectInfo) -> Cli:
     return run
 
 
-def test_operator_session(cli: Cli, project: ProjectInfo, tmp_path: Path) -> None:
+def test_operator_session(cli: Cli, project: ProjectInfo, sqlite_url: str) -> None:
+    # A migrated database (tests/test_alembic.py runs `db upgrade` as a real process).
     key = generate_key()
-    env = {
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'vault.db'}",
-        "MCP_AUTH_ENCRYPTION_KEY": key,
-        "MCP_OPERATOR_EMAIL": "ops@example.com",
-    }
-    assert cli("db", "upgrade", env=env).returncode == 0
+    env = {"DATABASE_URL": sqlite_url, "MCP_AUTH_ENCRYPTION_KEY": key, "MCP_OPERATOR_EMAIL": "ops@example.com"}
     secret = "operator-typed-secret-value-1"
     stored = cli("tokens", "set", project.service_name, "default", env=env, stdin=secret + "\n")
     assert stored.returncode == 0, stored.stderr
