@@ -84,7 +84,7 @@ async def bench_get_token(database: Database, iterations: int, concurrency: int)
     await store.set("bench", "default", "token-" + secrets.token_hex(20))
     sink = DatabaseAuditSink(database)
 
-    async def server_path() -> None:  # what TokenAccess does: store.get, then the audit sink
+    async def server_path() -> None:  # what TokenService does for other stores: store.get, then the audit sink
         value = await store.get("bench", "default")
         await sink.record(AuditEvent("get_token", "bench", "default", "caller@example.com", "success"))
         assert value is not None
