@@ -15,11 +15,14 @@ REDACTED = "[REDACTED]"
 # Credential shapes worth catching even when we do not know the value.
 _PATTERNS = [
     (re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{8,}"), rf"\1{REDACTED}"),
-    (re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*"), REDACTED),  # JWT
+    # JWT. Starts only where a token can start, and possessive: no backtracking, so an attacker's
+    # "eyJeyJeyJ..." path costs linear time in the (synchronous) log filter.
+    (re.compile(r"(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]{5,}+\.[A-Za-z0-9_-]{5,}+\.[A-Za-z0-9_-]*+"), REDACTED),
     (re.compile(r"mcpk_[A-Za-z0-9_-]{8,}"), REDACTED),  # our API keys
     # URL password: the user may be empty, the password may hold '@' (the host never does, so
     # the password runs to the last '@' of the URL).
-    (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^:/@\s]*:)[^\s]*@"), rf"\1{REDACTED}@"),
+    # Bounded lengths keep it linear on attacker-controlled text (an unbounded form was quadratic).
+    (re.compile(r"(?i)\b([a-z][a-z0-9+.-]{0,31}://[^:/@\s]{0,256}:)[^\s]{0,512}@"), rf"\1{REDACTED}@"),
     # Keyword forms: libpq "password=... " DSNs, query strings, PGPASSWORD=...
     (
         re.compile(r"(?i)\b(\w*(?:password|passwd|pwd)\s*=\s*)('(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|[^\s&;,'\"]+)"),

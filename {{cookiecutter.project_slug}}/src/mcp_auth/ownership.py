@@ -28,14 +28,20 @@ def require_own_copy(package: str) -> None:
     """
     if not package:
         return
-    spec = importlib.util.find_spec(package)
+    try:
+        spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        spec = None
     if spec is None or spec.origin is None:
         return  # not installed as a package (e.g. a test harness): nothing to compare with
     sibling = Path(spec.origin).resolve().parent.parent / "mcp_auth"
-    if sibling != _HERE:  # editable installs: this project's own src/mcp_auth is elsewhere
-        expected = _digests(sibling)
-    else:
-        expected = _recorded_digests(package) or _digests(_HERE)
+    try:
+        if sibling != _HERE:  # editable installs: this project's own src/mcp_auth is elsewhere
+            expected = _digests(sibling)
+        else:
+            expected = _recorded_digests(package) or _digests(_HERE)
+    except OSError as exc:
+        raise ConfigError(f"cannot read {package}'s copy of mcp_auth to check it ({type(exc).__name__})") from None
     differing = sorted(name for name, digest in expected.items() if _digest(_HERE / name) != digest)
     if differing:
         raise ConfigError(

@@ -392,3 +392,10 @@ async def test_status_warns_in_the_log_when_the_server_could_rewrite_the_audit_l
     assert all("superuser" not in a.text for a in answers)
     warnings = [r for r in caplog.records if r.getMessage() == "database role has too many privileges"]
     assert len(warnings) == 1 and "superuser" in str(getattr(warnings[0], "reason", ""))
+
+
+async def test_an_unknown_hash_scheme_is_a_broken_row_not_a_crash(database: Database) -> None:
+    await fill(database, 3, KEY)
+    as_owner(database, "UPDATE audit_log SET hash_scheme = 4 WHERE id = 2")
+    check = await verify_chain(database, key=KEY)
+    assert (check.ok, check.first_broken_id, check.problem) == (False, 2, "its hash scheme 4 is unknown")

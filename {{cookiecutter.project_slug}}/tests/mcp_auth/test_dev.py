@@ -53,3 +53,25 @@ def test_a_non_loopback_bind_is_refused(project: ProjectInfo, host: str) -> None
     assert result.stderr.strip().splitlines() == [
         f"error: dev serves loopback only: --host {host} is not a loopback address (use 'serve' with authentication)"
     ]
+
+
+async def test_dev_http_serves_loopback_host_names_only() -> None:
+    """No authentication in dev mode: a page whose name rebinds to 127.0.0.1 gets no answer."""
+    import httpx
+    from fastmcp import FastMCP
+    from mcp_auth.backend import open_backend
+    from mcp_auth.cli.dev import DevAuthenticator, dev_http_app
+    from mcp_auth.identity import Identity
+    from mcp_auth.runtime import Runtime
+    from mcp_auth.testing.settings import make_settings
+
+    settings = make_settings(MCP_AUTH_MODE="bearer", MCP_BEARER_TOKENS=f"ci={'x' * 40}")
+    caller = Identity(subject="developer@localhost", method="dev")
+    runtime = Runtime(settings=settings, authenticator=DevAuthenticator(caller), backend=open_backend(settings))
+    app = dev_http_app(FastMCP("demo"), runtime)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app)) as client:
+        for host in ("127.0.0.1:8080", "localhost:8080", "localhost"):
+            assert (await client.get(f"http://{host}/health")).status_code == 200, host
+        for host in ("attacker.example:8080", "127.0.0.1.nip.io:8080", "localhost.attacker.example"):
+            assert (await client.get(f"http://{host}/health")).status_code == 400, host
+    await runtime.close()

@@ -40,6 +40,7 @@ from mcp_auth.errors import McpAuthError, ServiceUnavailable
 from mcp_auth.identity import Identity
 from mcp_auth.logs import JsonFormatter, RedactingFilter, register_secret
 from mcp_auth.runtime import Runtime
+from starlette.types import ASGIApp
 
 if TYPE_CHECKING:  # annotations only: the stdio path imports FastMCP when it runs
     from collections.abc import Mapping
@@ -87,7 +88,9 @@ def dev(
     caller = Identity(subject=identity, method="dev", email=identity if "@" in identity else None)
     _configure_dev_logging()
     environ = {name: value for name, value in os.environ.items() if name not in DROPPED}
-    environ.update({"MCP_TOKEN_STORE": store.value, "MCP_OPERATOR_EMAIL": identity})
+    # Loopback only, for everything this process listens on: no metrics listener either.
+    environ.update({"MCP_TOKEN_STORE": store.value, "MCP_OPERATOR_EMAIL": identity, "MCP_HOST": host})
+    environ.pop("MCP_METRICS_PORT", None)
     database: EmbeddedPostgres | None = None
     try:
         runtime, database = _dev_runtime(project, store, environ, data_dir, caller)
@@ -288,10 +291,17 @@ def _load_mcp(app_factory: str) -> FastMCP:
 
 def _serve_http(mcp: FastMCP, runtime: Runtime, host: str, port: int) -> None:
     import uvicorn
-    from mcp_auth.asgi.app import build_http_app
 
-    app = build_http_app(mcp, runtime)
-    uvicorn.run(app, host=host, port=port, log_config=None, server_header=False)
+    uvicorn.run(dev_http_app(mcp, runtime), host=host.strip("[]"), port=port, log_config=None, server_header=False)
+
+
+def dev_http_app(mcp: FastMCP, runtime: Runtime) -> ASGIApp:
+    """The production HTTP app behind a Host check: there is no authentication here, so a web page
+    must not reach it through DNS rebinding (a name of the attacker's resolving to 127.0.0.1)."""
+    from mcp_auth.asgi.app import build_http_app
+    from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+    return TrustedHostMiddleware(build_http_app(mcp, runtime), allowed_hosts=["127.0.0.1", "localhost", "::1"])
 
 
 def _serve_stdio(mcp: FastMCP, runtime: Runtime, caller: Identity) -> None:

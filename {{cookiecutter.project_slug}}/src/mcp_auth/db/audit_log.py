@@ -228,6 +228,10 @@ class _Walk:
     keyed_from: int | None = None
 
     def problem(self, row: Any) -> str | None:
+        if row.hash_scheme not in (SCHEME_SHA256, SCHEME_SHA256_TOOL, SCHEME_HMAC):
+            return f"its hash scheme {row.hash_scheme} is unknown"
+        if row.hash_scheme == SCHEME_SHA256 and row.tool is not None:
+            return "it is hashed without its tool column, which was filled in later"
         if row.prev_hash != (self.head.hash if self.head else GENESIS_HASH):
             return "it does not link to the row before it (a row was deleted, inserted or changed)"
         if row.hash_scheme < self.scheme:

@@ -41,29 +41,7 @@ def _allowed(privileges: str) -> set[str]:
 
 def grant_runtime_privileges(conn: Connection, role: str) -> None:
     """Give ``role`` exactly RUNTIME_PRIVILEGES on mcp_auth's tables (ConfigError when it cannot)."""
-    if conn.dialect.name != "postgresql":
-        raise ConfigError("--runtime-role needs PostgreSQL")
-    if not role.strip():
-        raise ConfigError("--runtime-role needs a role name")
-    found = conn.execute(text("SELECT rolsuper FROM pg_roles WHERE rolname = :role"), {"role": role}).first()
-    if found is None:
-        raise ConfigError(
-            f"role {role!r} does not exist: create it first as a superuser, e.g. "
-            f"CREATE ROLE {_quote(conn, role)} LOGIN PASSWORD '<password>'"
-        )
-    if found.rolsuper:
-        raise ConfigError(f"role {role!r} is a superuser: the runtime role must be an ordinary LOGIN role")
-    owner = conn.execute(
-        text("SELECT pg_has_role(:role, c.relowner, 'MEMBER') FROM pg_class c WHERE c.oid = to_regclass('audit_log')"),
-        {"role": role},
-    ).scalar_one_or_none()
-    if owner is None:
-        raise ConfigError("audit_log does not exist: the migrations did not run")
-    if owner:
-        raise ConfigError(
-            f"role {role!r} owns the mcp_auth tables (or is a member of their owner): "
-            "the runtime role must be a different role from the one that migrates"
-        )
+    _refuse_unsuitable(conn, role)
 
     grantee = _quote(conn, role)
     schema = conn.execute(
@@ -88,6 +66,37 @@ def grant_runtime_privileges(conn: Connection, role: str) -> None:
         if sequence is not None:  # already quoted by PostgreSQL
             conn.exec_driver_sql(f"REVOKE ALL ON SEQUENCE {sequence} FROM {grantee}")
     _check_nothing_more(conn, role, schema)
+
+
+def _refuse_unsuitable(conn: Connection, role: str) -> None:
+    """ConfigError unless ``role`` exists and is an ordinary role apart from the tables' owner."""
+    if conn.dialect.name != "postgresql":
+        raise ConfigError("--runtime-role needs PostgreSQL")
+    if not role.strip():
+        raise ConfigError("--runtime-role needs a role name")
+    found = conn.execute(
+        text("SELECT rolsuper, rolcreaterole FROM pg_roles WHERE rolname = :role"), {"role": role}
+    ).first()
+    if found is None:
+        raise ConfigError(
+            f"role {role!r} does not exist: create it first as a superuser, e.g. "
+            f"CREATE ROLE {_quote(conn, role)} LOGIN PASSWORD '<password>'"
+        )
+    if found.rolsuper or found.rolcreaterole:
+        # CREATEROLE could grant itself the owner role (PostgreSQL <= 15) and disable the triggers.
+        what = "a superuser" if found.rolsuper else "allowed to CREATEROLE"
+        raise ConfigError(f"role {role!r} is {what}: the runtime role must be an ordinary LOGIN role")
+    owner = conn.execute(
+        text("SELECT pg_has_role(:role, c.relowner, 'MEMBER') FROM pg_class c WHERE c.oid = to_regclass('audit_log')"),
+        {"role": role},
+    ).scalar_one_or_none()
+    if owner is None:
+        raise ConfigError("audit_log does not exist: the migrations did not run")
+    if owner:
+        raise ConfigError(
+            f"role {role!r} owns the mcp_auth tables (or is a member of their owner): "
+            "the runtime role must be a different role from the one that migrates"
+        )
 
 
 def _check_nothing_more(conn: Connection, role: str, schema: str) -> None:
