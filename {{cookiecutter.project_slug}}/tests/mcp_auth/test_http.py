@@ -6,14 +6,13 @@ import dataclasses
 import logging
 from typing import Any
 
-import mcp_auth
 import pytest
-from fastmcp import FastMCP
 from mcp_auth.asgi.app import build_http_app
 from mcp_auth.backend import Backend
 from mcp_auth.errors import ReadOnlyStore
 from mcp_auth.runtime import Runtime
 from mcp_auth.stores.base import TokenStore
+from mcp_auth.testing.apps import DEMO_TOKEN, demo_mcp
 from mcp_auth.testing.clients import MCP_HEADERS, jsonrpc, mcp_client, running
 from mcp_auth.testing.cloudflare import FakeCloudflareAccess
 from mcp_auth.testing.settings import DEMO_BEARER, make_settings
@@ -21,28 +20,17 @@ from mcp_auth.tokens import TokenService
 from starlette.applications import Starlette
 from starlette.types import Message, Receive, Scope, Send
 
-TOKEN = "upstream-secret-token-value-42"
+TOKEN = DEMO_TOKEN
 
 
 def build(store: TokenStore | None = None, /, **env: str) -> Starlette:
     """The app for ``env``; ``store`` replaces the configured token store."""
-    mcp = FastMCP("demo")
-
-    @mcp.tool
-    def whoami() -> dict[str, str | None]:
-        return mcp_auth.current().identity.as_dict()
-
-    @mcp.tool
-    def token_suffix() -> str:
-        ctx = mcp_auth.current()
-        return f"{ctx.token_key}:{ctx.service_token[-2:]}"
-
     runtime = Runtime.from_settings(make_settings(**env))
     if store is not None:
         old = runtime.tokens
         tokens = TokenService(store, old.audit, service=old.service, operator=old.operator)
         runtime = dataclasses.replace(runtime, backend=Backend(tokens, runtime.database))
-    return build_http_app(mcp, runtime)
+    return build_http_app(demo_mcp(), runtime)
 
 
 def bearer_env(**extra: str) -> dict[str, str]:

@@ -11,16 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import mcp_auth
 import pytest
-from fastmcp import FastMCP
-from mcp_auth.asgi.app import build_http_app
 from mcp_auth.asgi.authentication import failure_reason
 from mcp_auth.crypto import generate_key
 from mcp_auth.errors import AuthenticationFailed, ConfigError, McpAuthError, ServiceUnavailable
 from mcp_auth.observability import metrics
 from mcp_auth.observability.exporter import MetricsServer, multiprocess_dir, render
 from mcp_auth.runtime import Runtime
+from mcp_auth.testing.apps import DEMO_TOKEN, demo_app
 from mcp_auth.testing.clients import MCP_HEADERS, jsonrpc, mcp_client, running
 from mcp_auth.testing.processes import free_port
 from mcp_auth.testing.settings import DEMO_BEARER, make_settings
@@ -28,25 +26,9 @@ from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.applications import Starlette
 
-TOKEN = "upstream-secret-token-value-42"
+TOKEN = DEMO_TOKEN
 WRONG = "wrong-bearer-token-000000000000000000"
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-def build(**env: str) -> Starlette:
-    mcp = FastMCP("demo")
-
-    @mcp.tool
-    def whoami() -> dict[str, str | None]:
-        return mcp_auth.current().identity.as_dict()
-
-    @mcp.tool
-    def token_suffix() -> str:
-        return mcp_auth.current().service_token[-2:]
-
-    base = {"MCP_AUTH_MODE": "bearer", "MCP_BEARER_TOKENS": f"ci-bot={DEMO_BEARER}", "DEMO_API_TOKEN": TOKEN}
-    settings = make_settings(**{**base, **env})
-    return build_http_app(mcp, Runtime.from_settings(settings))
 
 
 def parse(text: str) -> Samples:
@@ -76,14 +58,14 @@ async def exercise(http: httpx.AsyncClient, app: Starlette) -> None:
     assert (await http.get(f"/{TOKEN}", headers={"Authorization": f"Bearer {DEMO_BEARER}"})).status_code == 404
     async with mcp_client(app, {"Authorization": f"Bearer {DEMO_BEARER}"}) as client:
         await client.call_tool("whoami", {})
-        assert (await client.call_tool("token_suffix", {})).data == "42"
+        assert (await client.call_tool("token_suffix", {})).data == "default:42"
         with pytest.raises(Exception, match="Unknown tool"):
             await client.call_tool(f"tool-{TOKEN}", {})
 
 
 async def test_metrics_port_reports_requests_tools_failures_and_store_latency() -> None:
     port = free_port()
-    app = build(MCP_METRICS_PORT=str(port))
+    app = demo_app(MCP_METRICS_PORT=str(port))
     async with running(app) as http:
         before = parse((await scrape(port)).text)
         await exercise(http, app)
@@ -124,7 +106,7 @@ def assert_no_secrets(text: str) -> None:
 
 
 async def test_no_metrics_listener_without_the_port_and_503s_are_counted() -> None:
-    app = build(DEMO_API_TOKEN="")  # no upstream token: tools/call answers 503 before dispatch
+    app = demo_app(DEMO_API_TOKEN="")  # no upstream token: tools/call answers 503 before dispatch
     labels = {"tool": "token_suffix", "outcome": "unavailable"}
     before = REGISTRY.get_sample_value("mcp_tool_calls_total", labels) or 0.0
     async with running(app) as http:
@@ -156,7 +138,7 @@ def test_authentication_failures_map_to_fixed_reasons(
 
 async def test_database_store_latency_audit_writes_and_rotation_are_timed(sqlite_url: str) -> None:
     key = generate_key()
-    app = build(DATABASE_URL=sqlite_url, MCP_TOKEN_STORE="postgres", MCP_AUTH_ENCRYPTION_KEY=key)
+    app = demo_app(DATABASE_URL=sqlite_url, MCP_TOKEN_STORE="postgres", MCP_AUTH_ENCRYPTION_KEY=key)
     runtime: Runtime = app.state.runtime
     names = ("mcp_token_store_duration_seconds_count", "mcp_audit_write_duration_seconds_count")
     labels: list[dict[str, str]] = [{"store": "postgres", "operation": "get"}, {"sink": "database"}]
@@ -165,7 +147,7 @@ async def test_database_store_latency_audit_writes_and_rotation_are_timed(sqlite
     async with running(app):
         await runtime.tokens.set("demo", "default", TOKEN)
         async with mcp_client(app, {"Authorization": f"Bearer {DEMO_BEARER}"}) as client:
-            assert (await client.call_tool("token_suffix", {})).data == "42"
+            assert (await client.call_tool("token_suffix", {})).data == "default:42"
         assert await runtime.tokens.rotate_key(key, generate_key()) == 1
     after = [REGISTRY.get_sample_value(name, label) or 0.0 for name, label in [*zip(names, labels), rotation]]
     gets, audits, rotations = (a - b for a, b in zip(after, before, strict=True))

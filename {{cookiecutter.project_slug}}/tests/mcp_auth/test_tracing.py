@@ -9,21 +9,17 @@ from collections.abc import Iterator, Sequence
 from types import SimpleNamespace
 from typing import Any
 
-import mcp_auth
 import pytest
-from fastmcp import FastMCP
-from mcp_auth.asgi.app import build_http_app
 from mcp_auth.observability import tracing
-from mcp_auth.runtime import Runtime
+from mcp_auth.testing.apps import DEMO_TOKEN, demo_app
 from mcp_auth.testing.clients import MCP_HEADERS, jsonrpc, mcp_client, running
-from mcp_auth.testing.settings import DEMO_BEARER, make_settings
+from mcp_auth.testing.settings import DEMO_BEARER
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from starlette.applications import Starlette
 
-TOKEN = "upstream-secret-token-value-42"
+TOKEN = DEMO_TOKEN
 WRONG = "wrong-bearer-token-000000000000000000"
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 
@@ -40,17 +36,6 @@ def spans(monkeypatch: pytest.MonkeyPatch) -> Iterator[InMemorySpanExporter]:
     provider.shutdown()
 
 
-def build() -> Starlette:
-    mcp = FastMCP("demo")
-
-    @mcp.tool
-    def token_suffix() -> str:
-        return mcp_auth.current().service_token[-2:]
-
-    settings = make_settings(MCP_AUTH_MODE="bearer", MCP_BEARER_TOKENS=f"ci-bot={DEMO_BEARER}", DEMO_API_TOKEN=TOKEN)
-    return build_http_app(mcp, Runtime.from_settings(settings))
-
-
 def by_name(finished: Sequence[ReadableSpan], name: str) -> ReadableSpan:
     found = [span for span in finished if span.name == name]
     assert found, f"no {name} span in {[span.name for span in finished]}"
@@ -64,10 +49,10 @@ def assert_no_secrets(finished: Sequence[ReadableSpan]) -> None:
 
 
 async def test_a_tool_call_is_traced_without_secrets(spans: InMemorySpanExporter) -> None:
-    app = build()
+    app = demo_app()
     async with running(app):
         async with mcp_client(app, {"Authorization": f"Bearer {DEMO_BEARER}"}) as client:
-            assert (await client.call_tool("token_suffix", {})).data == "42"
+            assert (await client.call_tool("token_suffix", {})).data == "default:42"
     finished = spans.get_finished_spans()
     resolve = by_name(finished, "mcp_auth.resolve_token")
     assert resolve.attributes is not None and resolve.context is not None
@@ -100,7 +85,7 @@ async def test_a_tool_call_is_traced_without_secrets(spans: InMemorySpanExporter
 
 async def test_a_refused_request_continues_the_callers_trace(spans: InMemorySpanExporter) -> None:
     headers = {**MCP_HEADERS, "Authorization": f"Bearer {WRONG}", "traceparent": f"00-{TRACE_ID}-00f067aa0ba902b7-01"}
-    async with running(build()) as http:
+    async with running(demo_app()) as http:
         assert (await http.post("/mcp", json=jsonrpc("tools/list"), headers=headers)).status_code == 401
     finished = spans.get_finished_spans()
     authenticate = by_name(finished, "mcp_auth.authenticate")
