@@ -166,3 +166,40 @@ async def test_package_level_api_knows_this_projects_names(
         assert await mcp_auth.get_token(project.service_name, "default") == "token-for-a-script-123"
     finally:
         await mcp_auth.close()
+
+
+async def test_whoami_needs_no_upstream_token_and_upstream_get_needs_its_scope(
+    app_for: AppFor, project: ProjectInfo, upstream: list[dict[str, str]]
+) -> None:
+    reader, other = "r" * 40, "o" * 40
+    tokens = f"reader[upstream:read]={reader},other[other:scope]={other}"
+    app = app_for(MCP_BEARER_TOKENS=tokens, **{project.service_token_env: ""})
+    async with running(app):
+        async with mcp_client(app, {"Authorization": f"Bearer {other}"}) as client:
+            who = await client.call_tool("whoami", {})  # no upstream token is set at all
+            listed = {tool.name for tool in await client.list_tools()}
+    assert who.data["identity"] == "other" and listed == {"whoami"}
+    app = app_for(MCP_BEARER_TOKENS=tokens)
+    async with running(app), mcp_client(app, {"Authorization": f"Bearer {reader}"}) as client:
+        assert (await client.call_tool("upstream_get", {"path": "/whoami"})).data == {"name": "upstream-user"}
+
+
+async def test_unexpected_tool_exceptions_are_masked(project: ProjectInfo, create_app: AppFactory) -> None:
+    """A tool's own ToolError reaches the caller; any other exception (whose text may hold hosts
+    or data) reaches it as a generic error."""
+    import importlib
+
+    app_module = importlib.import_module(f"{project.package}.app")
+    mcp = app_module.create_mcp()
+
+    def broken() -> str:
+        raise RuntimeError("db-primary.internal:5432 refused")
+
+    mcp.tool(broken)
+    settings = load_settings(
+        project, environ={"MCP_AUTH_MODE": "bearer", "MCP_BEARER_TOKENS": f"ci-bot={DEMO_BEARER}"}
+    )
+    app = mcp_auth.build_http_app(mcp, mcp_auth.Runtime.from_settings(settings))
+    async with running(app), mcp_client(app, AUTH) as client:
+        result = await client.call_tool("broken", {}, raise_on_error=False)
+    assert result.is_error and "db-primary" not in str(result.content)

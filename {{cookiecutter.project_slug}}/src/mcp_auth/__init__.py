@@ -3,7 +3,8 @@
 Template-owned: identical in every generated project and updated with ``cruft update``.
 This module is the public surface (``__all__``); the layout behind it is described in the
 template's docs/architecture.md.
-- Tools: ``current()`` (the caller and the upstream token of this call).
+- Tools: ``current()`` (the caller and the upstream token of this call); a tool that needs the
+  upstream token is tagged ``NEEDS_UPSTREAM_TOKEN``.
 - The spec's token API on the store configured from the environment: ``set_token``,
   ``get_token``, ``delete_token``, ``rotate_key``; ``configure(PROJECT)`` names the project.
 - Building a server: ``load_settings``, ``Runtime``, ``build_http_app``.
@@ -31,8 +32,10 @@ from mcp_auth.tokens import TokenService
 
 if TYPE_CHECKING:  # resolved lazily below: FastMCP is slow to import and CLI commands never need it
     from mcp_auth.asgi.app import build_http_app
+    from mcp_auth.tool_policies import NEEDS_UPSTREAM_TOKEN
 
 __all__ = [
+    "NEEDS_UPSTREAM_TOKEN",
     "AuthenticationFailed",
     "CallContext",
     "ConfigError",
@@ -63,4 +66,8 @@ def __getattr__(name: str) -> Any:
         from mcp_auth.asgi.app import build_http_app
 
         return build_http_app
+    if name == "NEEDS_UPSTREAM_TOKEN":
+        from mcp_auth.tool_policies import NEEDS_UPSTREAM_TOKEN
+
+        return NEEDS_UPSTREAM_TOKEN
     raise AttributeError(f"module 'mcp_auth' has no attribute {name!r}")

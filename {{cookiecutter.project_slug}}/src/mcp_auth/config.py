@@ -18,7 +18,11 @@ from typing import Annotated, Literal
 from urllib.parse import SplitResult, urlsplit
 
 from mcp_auth.crypto import Keyring, parse_key
+from mcp_auth.discovery import ProtectedResource
 from mcp_auth.errors import ConfigError
+from mcp_auth.rate_limit import RateLimits
+from mcp_auth.scopes import parse_scopes
+from mcp_auth.verifiers.cloudflare import parse_group_scopes
 from pydantic import AliasChoices, Field, PrivateAttr, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -52,6 +56,19 @@ def _split_csv(value: object) -> list[str]:
     if isinstance(value, (list, tuple)):
         return [str(part).strip() for part in value if str(part).strip()]
     raise ValueError("expected a comma-separated list")
+
+
+def _token_label(label: str, index: int) -> tuple[str, frozenset[str]]:
+    """``name`` or ``name[scope scope]`` of an MCP_BEARER_TOKENS entry."""
+    name, bracket, rest = label.strip().partition("[")
+    if not bracket:
+        return name.strip(), frozenset()
+    if not rest.endswith("]"):
+        raise ConfigError(f"MCP_BEARER_TOKENS entry {index}: close the scope list with ']' (name[scope scope]=token)")
+    try:
+        return name.strip(), parse_scopes([rest[:-1]])
+    except ValueError as exc:
+        raise ConfigError(f"MCP_BEARER_TOKENS entry {index}: {exc}") from None
 
 
 def _is_loopback(host: str | None) -> bool:
@@ -112,6 +129,14 @@ class McpAuthSettings(BaseSettings):
     operator_email: str | None = Field(None, validation_alias="MCP_OPERATOR_EMAIL")
     metrics_port: int | None = Field(None, ge=1, le=65535, validation_alias="MCP_METRICS_PORT")
     otel_endpoint: str | None = Field(None, validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT")
+    resource_url: str | None = Field(None, validation_alias="MCP_RESOURCE_URL")
+    authorization_servers: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias="MCP_AUTHORIZATION_SERVERS"
+    )
+    oidc_issuer: str | None = Field(None, validation_alias="MCP_OIDC_ISSUER")
+    oidc_audience: str | None = Field(None, validation_alias="MCP_OIDC_AUDIENCE")
+    cf_group_scopes: str | None = Field(None, validation_alias="MCP_CF_GROUP_SCOPES")
+    rate_limit: str | None = Field(None, validation_alias="MCP_RATE_LIMIT")
 
     # Filled from ProjectInfo by load_settings(), not from the environment.
     slug: str = Field("mcp-server", exclude=True)
@@ -119,14 +144,14 @@ class McpAuthSettings(BaseSettings):
     service_name: str = Field("service", exclude=True)
     service_token_env: str = Field("SERVICE_API_TOKEN", exclude=True)
     service_token: SecretStr | None = Field(None, exclude=True)
-    _static_tokens: dict[str, str] | None = PrivateAttr(None)
+    _static_tokens: dict[str, tuple[str, frozenset[str]]] | None = PrivateAttr(None)
 
-    @field_validator("previous_keys", "cf_audiences", mode="before")
+    @field_validator("previous_keys", "cf_audiences", "authorization_servers", mode="before")
     @classmethod
     def _csv(cls, value: object) -> list[str]:
         return _split_csv(value)
 
-    @field_validator("cf_team_domain", mode="before")
+    @field_validator("cf_team_domain", "oidc_issuer", mode="before")
     @classmethod
     def _strip_slash(cls, value: object) -> object:
         if isinstance(value, str):
@@ -147,6 +172,10 @@ class McpAuthSettings(BaseSettings):
         "operator_email",
         "metrics_port",
         "otel_endpoint",
+        "resource_url",
+        "oidc_audience",
+        "cf_group_scopes",
+        "rate_limit",
         mode="before",
     )
     @classmethod
@@ -195,37 +224,77 @@ class McpAuthSettings(BaseSettings):
         return f"{user}@{socket.gethostname()}"
 
     def static_bearer_tokens(self) -> dict[str, str]:
-        """MCP_BEARER_TOKENS (``name=token,...``) as {token: name}; parsed (and warned about) once."""
+        """MCP_BEARER_TOKENS (``name=token`` or ``name[scope scope]=token``, comma-separated) as
+        {token: name}; parsed (and warned about) once."""
+        return {token: name for token, (name, _) in self._parsed_bearer_tokens().items()}
+
+    def static_bearer_scopes(self) -> dict[str, frozenset[str]]:
+        """{name: scopes} of the static tokens that carry scopes (the others are unrestricted)."""
+        return {name: scopes for name, scopes in self._parsed_bearer_tokens().values() if scopes}
+
+    def _parsed_bearer_tokens(self) -> dict[str, tuple[str, frozenset[str]]]:
         if self._static_tokens is None:
             self._static_tokens = self._parse_bearer_tokens()
-        return dict(self._static_tokens)
+        return self._static_tokens
 
-    def _parse_bearer_tokens(self) -> dict[str, str]:
+    def _parse_bearer_tokens(self) -> dict[str, tuple[str, frozenset[str]]]:
         if self.bearer_tokens is None:
             return {}
-        tokens: dict[str, str] = {}
+        tokens: dict[str, tuple[str, frozenset[str]]] = {}
         for index, entry in enumerate(_split_csv(self.bearer_tokens.get_secret_value()), 1):
-            name, sep, token = entry.partition("=")
-            name, token = name.strip(), token.strip()
+            label, sep, token = entry.partition("=")
+            token = token.strip()
+            name, scopes = _token_label(label, index)
             if not sep or not name or not token:
                 raise ConfigError(
-                    f"MCP_BEARER_TOKENS entry {index} is not name=token (use comma-separated name=token pairs)"
+                    f"MCP_BEARER_TOKENS entry {index} is not name=token (use comma-separated name=token pairs, "
+                    "or name[scope scope]=token)"
                 )
-            if len(token) < MIN_TOKEN_LENGTH:
-                if not self.allow_short_tokens:
-                    raise ConfigError(
-                        f"MCP_BEARER_TOKENS token for {name!r} is shorter than {MIN_TOKEN_LENGTH} characters: use a "
-                        "long random one (python -c 'import secrets; print(secrets.token_urlsafe(32))'), or set "
-                        "MCP_ALLOW_SHORT_TOKENS=1 for local development"
-                    )
-                logger.warning(
-                    "MCP_BEARER_TOKENS token for %r is shorter than %d characters (allowed by MCP_ALLOW_SHORT_TOKENS; "
-                    "development only)",
-                    name,
-                    MIN_TOKEN_LENGTH,
-                )
-            tokens[token] = name
+            self._check_token_length(name, token)
+            tokens[token] = (name, scopes)
         return tokens
+
+    def _check_token_length(self, name: str, token: str) -> None:
+        if len(token) >= MIN_TOKEN_LENGTH:
+            return
+        if not self.allow_short_tokens:
+            raise ConfigError(
+                f"MCP_BEARER_TOKENS token for {name!r} is shorter than {MIN_TOKEN_LENGTH} characters: use a "
+                "long random one (python -c 'import secrets; print(secrets.token_urlsafe(32))'), or set "
+                "MCP_ALLOW_SHORT_TOKENS=1 for local development"
+            )
+        logger.warning(
+            "MCP_BEARER_TOKENS token for %r is shorter than %d characters (allowed by MCP_ALLOW_SHORT_TOKENS; "
+            "development only)",
+            name,
+            MIN_TOKEN_LENGTH,
+        )
+
+    def group_scopes(self) -> dict[str, frozenset[str]]:
+        """MCP_CF_GROUP_SCOPES (``group=scope scope;group2=scope``) parsed; ConfigError when malformed."""
+        if self.cf_group_scopes is None:
+            return {}
+        try:
+            return parse_group_scopes(self.cf_group_scopes)
+        except ValueError as exc:
+            raise ConfigError(f"MCP_CF_GROUP_SCOPES: {exc}") from None
+
+    def rate_limits(self) -> RateLimits:
+        """MCP_RATE_LIMIT parsed; ConfigError when malformed."""
+        try:
+            return RateLimits.from_setting(self.rate_limit)
+        except ValueError as exc:
+            raise ConfigError(f"MCP_RATE_LIMIT: {exc}") from None
+
+    def protected_resource(self) -> ProtectedResource | None:
+        """The RFC 9728 metadata this server publishes; None when MCP_RESOURCE_URL is unset."""
+        if self.resource_url is None:
+            return None
+        servers = self.authorization_servers
+        if not servers:
+            fallback = self.oidc_issuer or (self.cf_team_domain if self.auth_mode != "bearer" else None)
+            servers = [fallback] if fallback else []
+        return ProtectedResource(self.resource_url, tuple(servers), name=self.slug)
 
     @property
     def uses_database(self) -> bool:
@@ -272,22 +341,70 @@ def _check_cloudflare(settings: McpAuthSettings) -> None:
         raise ConfigError("CF_ACCESS_CERTS_URL must be an https:// URL (http only on loopback)")
 
 
-def _split_url(url: str, name: str) -> SplitResult:
+def _split_url(url: str, name: str, example: str = "https://<team>.cloudflareaccess.com") -> SplitResult:
     try:
         split = urlsplit(url)
         split.hostname  # noqa: B018  (parses the host: a malformed IPv6 literal raises here)
     except ValueError:
-        raise ConfigError(f"{name} is not a valid URL (e.g. https://<team>.cloudflareaccess.com)") from None
+        raise ConfigError(f"{name} is not a valid URL (e.g. {example})") from None
     return split
 
 
 def _check_bearer(settings: McpAuthSettings) -> None:
     bearer = settings.static_bearer_tokens()  # raises on a malformed entry in every mode
-    if settings.auth_mode == "bearer" and not bearer and not settings.uses_database:
+    oidc = settings.oidc_issuer is not None
+    if settings.auth_mode == "bearer" and not bearer and not settings.uses_database and not oidc:
         raise ConfigError(
-            "MCP_BEARER_TOKENS is required when MCP_AUTH_MODE=bearer and no DATABASE_URL is set "
-            "(set name=token pairs, or DATABASE_URL to use API keys)"
+            "MCP_BEARER_TOKENS is required when MCP_AUTH_MODE=bearer and no DATABASE_URL or MCP_OIDC_ISSUER is set "
+            "(set name=token pairs, DATABASE_URL to use API keys, or MCP_OIDC_ISSUER for OAuth access tokens)"
         )
+
+
+def _check_oidc(settings: McpAuthSettings) -> None:
+    issuer, audience = settings.oidc_issuer, settings.oidc_audience
+    if issuer is None and audience is None:
+        return
+    if issuer is None or audience is None:
+        missing = "MCP_OIDC_ISSUER" if issuer is None else "MCP_OIDC_AUDIENCE"
+        raise ConfigError(
+            f"{missing} is required with "
+            f"{'MCP_OIDC_AUDIENCE' if issuer is None else 'MCP_OIDC_ISSUER'} (OAuth access tokens need both: "
+            "the issuer URL and the audience the tokens carry, normally MCP_RESOURCE_URL)"
+        )
+    if settings.auth_mode == "cloudflare":
+        raise ConfigError(
+            "MCP_OIDC_ISSUER needs MCP_AUTH_MODE=bearer or both (OAuth access tokens are bearer tokens, "
+            "which MCP_AUTH_MODE=cloudflare refuses)"
+        )
+    _require_https(issuer, "MCP_OIDC_ISSUER", "https://login.example.com")
+
+
+def _check_discovery(settings: McpAuthSettings) -> None:
+    for server in settings.authorization_servers:
+        _require_https(server, "MCP_AUTHORIZATION_SERVERS", "https://login.example.com")
+    if settings.resource_url is None:
+        return
+    split = _require_https(settings.resource_url, "MCP_RESOURCE_URL", "https://mcp.example.com/mcp")
+    if split.query or split.fragment:
+        raise ConfigError("MCP_RESOURCE_URL must not have a query or fragment (e.g. https://mcp.example.com/mcp)")
+    resource = settings.protected_resource()
+    if resource is not None and not resource.authorization_servers:
+        raise ConfigError(
+            "MCP_AUTHORIZATION_SERVERS is required with MCP_RESOURCE_URL when neither MCP_OIDC_ISSUER nor a "
+            "Cloudflare team domain names the authorization server (clients look it up in the metadata)"
+        )
+
+
+def _check_scope_settings(settings: McpAuthSettings) -> None:
+    settings.group_scopes()
+    settings.rate_limits()
+
+
+def _require_https(url: str, name: str, example: str) -> SplitResult:
+    split = _split_url(url, name, example)
+    if not split.hostname or not (split.scheme == "https" or (split.scheme == "http" and _is_loopback(split.hostname))):
+        raise ConfigError(f"{name} must be an https:// URL (http only on loopback), e.g. {example}")
+    return split
 
 
 def _check_postgres_store(settings: McpAuthSettings) -> None:
@@ -337,6 +454,9 @@ _STARTUP_CHECKS: tuple[Callable[[McpAuthSettings], None], ...] = (
     _check_infisical_store,
     _check_encryption_keys,
     _check_observability,
+    _check_oidc,
+    _check_discovery,
+    _check_scope_settings,
 )
 
 

@@ -19,7 +19,10 @@ class CallContext:
     def service_token(self) -> str:
         """The upstream token for this call; a clear tool error when none is stored."""
         if self._token is None:
-            raise _tool_error(f"no upstream token resolved for service {self.service!r} (only tool calls get one)")
+            raise _tool_error(
+                f"no upstream token resolved for service {self.service!r}: only calls of a tool tagged "
+                "mcp_auth.NEEDS_UPSTREAM_TOKEN get one (mcp.tool(fn, tags={mcp_auth.NEEDS_UPSTREAM_TOKEN}))"
+            )
         return self._token
 
 

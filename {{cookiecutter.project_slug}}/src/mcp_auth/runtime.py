@@ -17,6 +17,7 @@ from mcp_auth.observability.exporter import multiprocess_dir
 from mcp_auth.ownership import require_own_copy
 from mcp_auth.tokens import TokenService
 from mcp_auth.verifiers import CloudflareAccessVerifier, JwksCache, StaticBearerVerifier, Verifier
+from mcp_auth.verifiers.oidc import OidcVerifier
 
 if TYPE_CHECKING:  # annotations only: importing it at run time would load SQLAlchemy
     from mcp_auth.db import Database
@@ -117,15 +118,18 @@ def _authenticator(settings: McpAuthSettings, database: Database | None) -> Auth
             team_domain=settings.cf_team_domain,
             audiences=settings.cf_audiences,
             jwks=JwksCache(settings.certs_url),
+            group_scopes=settings.group_scopes(),
         )
     bearer: list[Verifier] = []
-    static = StaticBearerVerifier(settings.static_bearer_tokens())
+    static = StaticBearerVerifier(settings.static_bearer_tokens(), settings.static_bearer_scopes())
     if static:
         bearer.append(static)
     if database is not None:
         from mcp_auth.verifiers.api_key import ApiKeyVerifier  # loads SQLAlchemy: only with a database
 
         bearer.append(ApiKeyVerifier(database))
+    if settings.oidc_issuer is not None and settings.oidc_audience is not None:
+        bearer.append(OidcVerifier(issuer=settings.oidc_issuer, audience=settings.oidc_audience))
     return Authenticator(settings.auth_mode, cloudflare=cloudflare, bearer=bearer)
 
 

@@ -83,15 +83,30 @@ class TokenService:
     async def _resolve(self, identity: Identity, tool: str | None) -> ResolvedToken | None:
         keys = [identity.subject] if identity.subject != DEFAULT_KEY else []
         keys.append(DEFAULT_KEY)
+        try:
+            if self._fused is not None:
+                # Both keys in one audited read: one statement on PostgreSQL, however many keys.
+                with self._timed("get", audited=True):
+                    found = await self._fused.get_first_audited(self.service, keys, identity.subject, tool=tool)
+            else:
+                found = await self._first_then_audit(keys, identity.subject, tool)
+        except DecryptionError as exc:
+            raise ServiceUnavailable(exc.message) from None
+        if found is None:
+            return None
+        key, value = found
+        register_secret(value)
+        return ResolvedToken(key, value)
+
+    async def _first_then_audit(self, keys: list[str], actor: str, tool: str | None) -> tuple[str, str] | None:
+        """``get_first_audited`` for a store that does not audit its reads: read key by key, audit
+        each hand-out through the sink, and one failure row for the last key when none is stored."""
         for key in keys:
-            try:
-                value = await self._read(self.service, key, identity.subject, audit_missing=False, tool=tool)
-            except DecryptionError as exc:
-                raise ServiceUnavailable(exc.message) from None
+            value = await self._read_then_audit(self.service, key, actor, audit_missing=False, tool=tool)
             if value is not None:
-                return ResolvedToken(key, value)
-        missing = str(TokenNotFound(self.service, DEFAULT_KEY))
-        await self._record(self.service, DEFAULT_KEY, identity.subject, "failure", missing, tool=tool)
+                return key, value
+        missing = str(TokenNotFound(self.service, keys[-1]))
+        await self._record(self.service, keys[-1], actor, "failure", missing, tool=tool)
         return None
 
     async def get(self, service: str, key: str) -> str | None:

@@ -11,7 +11,9 @@ from .tools import register_tools
 
 
 def create_mcp() -> FastMCP:
-    mcp = FastMCP(PROJECT_NAME, instructions=DESCRIPTION)
+    # mask_error_details: an unexpected exception in a tool reaches the caller as a generic error
+    # (its text may hold hosts or data); tools raise ToolError for what the caller should read.
+    mcp = FastMCP(PROJECT_NAME, instructions=DESCRIPTION, mask_error_details=True)
     register_tools(mcp)
     return mcp
 

@@ -1,4 +1,4 @@
-"""Database API keys: create (shown once, hash stored), verify, revoke, expire, last-used throttle."""
+"""Database API keys: create (shown once, hash stored), verify, revoke, expire, last-used throttle, scopes."""
 
 from __future__ import annotations
 
@@ -104,6 +104,54 @@ async def test_list_shows_no_keys(database: Database) -> None:
 async def test_create_needs_an_email(sqlite_database: Database, email: str) -> None:
     with pytest.raises(ValueError, match="email"):
         await ApiKeyStore(sqlite_database).create(email)
+
+
+async def test_scopes_are_stored_listed_and_carried_by_the_identity(database: Database) -> None:
+    keys = ApiKeyStore(database)
+    scoped = await keys.create("bot@example.com", scopes=["write", "read", "read"])
+    assert scoped.scopes == {"read", "write"}
+    assert row(database, scoped.id).scopes == "read write"  # sorted, space-separated
+    everything = await keys.create("alice@example.com")
+    assert everything.scopes == frozenset() and row(database, everything.id).scopes is None
+    assert [info.scopes for info in await keys.list()] == [{"read", "write"}, frozenset()]
+    identity = await ApiKeyVerifier(database).verify(scoped.key)
+    assert identity is not None and identity.scopes == {"read", "write"} and identity.restricted
+    unrestricted = await ApiKeyVerifier(database).verify(everything.key)
+    assert unrestricted is not None and not unrestricted.restricted
+
+
+async def test_an_empty_stored_scope_list_is_unrestricted(sqlite_database: Database) -> None:
+    created = await ApiKeyStore(sqlite_database).create("alice@example.com")
+    with sqlite_database.engine.begin() as conn:
+        conn.execute(update(api_keys).values(scopes=""))
+    identity = await ApiKeyVerifier(sqlite_database).verify(created.key)
+    assert identity is not None and identity.scopes == frozenset()
+
+
+# RFC 6749 section 3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
+VALID_SCOPES = ["!", "#", "[", "]", "~", "tools:read", "https://api.example.com/tools.read", "a" * 300]
+
+
+@pytest.mark.parametrize(
+    "scope", ["", " ", "a b", "tab\tbed", 'say"hi"', "back\\slash", "caf\u00e9", "nul\x00", "\x7f"]
+)
+async def test_a_scope_outside_rfc_6749_is_refused(sqlite_database: Database, scope: str) -> None:
+    keys = ApiKeyStore(sqlite_database)
+    with pytest.raises(ValueError, match=r"^invalid scope .*: a scope is one or more printable ASCII characters"):
+        await keys.create("bot@example.com", scopes=["read", scope])
+    assert await keys.list() == []  # nothing created
+
+
+async def test_every_rfc_6749_scope_character_is_accepted(sqlite_database: Database) -> None:
+    created = await ApiKeyStore(sqlite_database).create("bot@example.com", scopes=VALID_SCOPES)
+    assert created.scopes == set(VALID_SCOPES)
+    (info,) = await ApiKeyStore(sqlite_database).list()
+    assert info.scopes == set(VALID_SCOPES)
+
+
+async def test_scopes_must_be_a_collection_not_a_string(sqlite_database: Database) -> None:
+    with pytest.raises(TypeError, match="not a string"):
+        await ApiKeyStore(sqlite_database).create("bot@example.com", scopes="read")
 
 
 async def test_database_down_is_503_not_401() -> None:

@@ -33,6 +33,7 @@ from mcp_auth.errors import ConfigError, ServiceUnavailable
 from mcp_auth.runtime import Runtime
 from mcp_auth.testing.clients import running
 from mcp_auth.testing.settings import DEMO, DEMO_BEARER, make_settings
+from mcp_auth.tool_policies import NEEDS_UPSTREAM_TOKEN
 from sqlalchemy import select, text, update
 from sqlalchemy.engine import Connection
 from typer.testing import CliRunner
@@ -348,7 +349,7 @@ async def test_a_tool_call_audit_row_names_the_tool_and_is_keyed(sqlite_url: str
     }
     mcp = FastMCP("demo")
 
-    @mcp.tool
+    @mcp.tool(tags={NEEDS_UPSTREAM_TOKEN})
     def needs_token() -> int:
         return len(mcp_auth.current().service_token)
 

@@ -97,7 +97,7 @@ def test_operator_session_leaves_no_secret_anywhere(pg: Vault) -> None:
     token, env_token = "upstream-token-" + "a1b2c3d4e5f6", "env-token-" + "f6e5d4c3b2a1"
     first_key, second_key, third_key = pg.key, generate_key(), generate_key()
 
-    assert pg.ok("db", "upgrade").stdout == "database schema at revision 0002 (head)\n"
+    assert pg.ok("db", "upgrade").stdout == "database schema at revision 0003 (head)\n"
 
     assert "stored demo/default" in pg.ok("tokens", "set", "demo", "default", input=token + "\n").stdout
     assert pg.ok("tokens", "get", "demo", "default").stdout == token + "\n"
@@ -263,3 +263,18 @@ def test_key_expiry_option(lite: Vault) -> None:
     created = lite.ok("keys", "create", "--email", "bot@example.com", "--expires-in-days", "7")
     assert "expires 20" in created.stderr
     assert lite.ok("audit", "list").stderr == "the audit log is empty\n"
+
+
+def test_keys_with_scopes(lite: Vault) -> None:
+    bad = lite.error("keys", "create", "--email", "bot@example.com", "--scope", "tools:read", "--scope", 'say"hi"')
+    assert bad == (
+        "error: --scope: invalid scope 'say\"hi\"': a scope is one or more printable ASCII characters "
+        "without spaces, double quotes or backslashes"
+    )
+    assert lite.ok("keys", "list").stderr == "no API keys\n"  # nothing created
+    scoped = lite.ok("keys", "create", "--email", "bot@example.com", "--scope", "tools:write", "--scope", "tools:read")
+    assert scoped.stderr.startswith("API key id 1 for bot@example.com, scopes tools:read tools:write (")
+    lite.ok("keys", "create", "--email", "alice@example.com")
+    header, first, second = lite.ok("keys", "list").stdout.splitlines()
+    assert header.split()[:4] == ["ID", "PREFIX", "EMAIL", "SCOPES"]
+    assert "  tools:read tools:write  " in first and "  (all tools)  " in second

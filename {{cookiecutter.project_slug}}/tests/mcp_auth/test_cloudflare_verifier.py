@@ -10,7 +10,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from mcp_auth.errors import AuthenticationFailed, ServiceUnavailable
 from mcp_auth.testing.cloudflare import FakeCloudflareAccess, new_rsa_key
-from mcp_auth.verifiers import CloudflareAccessVerifier, JwksCache
+from mcp_auth.verifiers import CloudflareAccessVerifier, JwksCache, parse_group_scopes
 
 
 def verifier(cf: FakeCloudflareAccess, *, min_refresh_interval: float = 30.0) -> CloudflareAccessVerifier:
@@ -28,6 +28,56 @@ async def assert_invalid(v: CloudflareAccessVerifier, token: str, reason: str) -
 async def test_valid_user_token_gives_email(cf_access: FakeCloudflareAccess) -> None:
     identity = await verifier(cf_access).verify(cf_access.mint(email="dana@example.com"))
     assert (identity.subject, identity.method, identity.email) == ("dana@example.com", "cloudflare", "dana@example.com")
+
+
+async def test_identity_carries_expiry_and_claims(cf_access: FakeCloudflareAccess) -> None:
+    identity = await verifier(cf_access).verify(cf_access.mint())
+    assert identity.expires_at == identity.claims["exp"]
+    assert identity.claims["type"] == "app" and identity.scopes == frozenset()
+
+
+GROUP_SCOPES = {
+    "eng": frozenset({"notes:read", "notes:write"}),
+    "ops": frozenset({"deploy"}),
+    "g-7f3a": frozenset({"billing"}),
+    "sales@example.com": frozenset({"crm"}),
+}
+
+
+@pytest.mark.parametrize(
+    ("groups", "scopes"),
+    [
+        (["eng", "ops", "unmapped"], {"notes:read", "notes:write", "deploy"}),
+        (
+            [{"name": "ops"}, {"id": "g-7f3a", "name": "Billing"}, {"email": "sales@example.com"}],
+            {"deploy", "billing", "crm"},
+        ),
+        (["unmapped"], set()),  # no mapped group: unrestricted
+        (None, set()),  # no groups claim
+        ("eng", set()),  # not a list
+        ([7, {"name": 3}, None], set()),
+    ],
+)
+async def test_groups_map_to_scopes(cf_access: FakeCloudflareAccess, groups: object, scopes: set[str]) -> None:
+    v = CloudflareAccessVerifier(
+        team_domain=cf_access.team_domain,
+        audiences=[cf_access.audience],
+        jwks=JwksCache(cf_access.certs_url),
+        group_scopes=GROUP_SCOPES,
+    )
+    assert (await v.verify(cf_access.mint(groups=groups))).scopes == scopes
+
+
+def test_parse_group_scopes() -> None:
+    parsed = parse_group_scopes(" Eng Team = notes:read  notes:write ;ops=deploy;ops=audit; ")
+    assert parsed == {"Eng Team": {"notes:read", "notes:write"}, "ops": {"deploy", "audit"}}
+    assert parse_group_scopes("") == {}
+
+
+@pytest.mark.parametrize(("text", "entry"), [("eng", "eng"), ("=read", "=read"), ("ok=read; eng= ", "eng=")])
+def test_parse_group_scopes_names_the_malformed_entry(text: str, entry: str) -> None:
+    with pytest.raises(ValueError, match=f"'{entry}' is not 'group=scope"):
+        parse_group_scopes(text)
 
 
 async def test_service_token_gives_common_name(cf_access: FakeCloudflareAccess) -> None:

@@ -151,3 +151,68 @@ def test_load_settings_reads_only_the_mapping_it_is_given(monkeypatch: pytest.Mo
     assert settings.auth_mode == "bearer" and settings.service_token is None
     # Without a mapping, the process environment is the source.
     assert load_settings(DEMO).auth_mode == "cloudflare"
+
+
+# ----- MCP authorization: scopes, OAuth access tokens, discovery, rate limits ---------------------
+
+BEARER = {"MCP_AUTH_MODE": "bearer", "MCP_BEARER_TOKENS": f"ci={DEMO_BEARER}"}
+OIDC = {"MCP_OIDC_ISSUER": "https://login.example.com/", "MCP_OIDC_AUDIENCE": "https://mcp.example.com/mcp"}
+
+
+def test_static_tokens_may_carry_scopes() -> None:
+    settings = make_settings(
+        MCP_AUTH_MODE="bearer", MCP_BEARER_TOKENS=f"ci={DEMO_BEARER}, reader[a:read  b]={'r' * 32}"
+    )
+    settings.validate_startup()
+    assert settings.static_bearer_tokens() == {DEMO_BEARER: "ci", "r" * 32: "reader"}
+    assert settings.static_bearer_scopes() == {"reader": frozenset({"a:read", "b"})}
+
+
+@pytest.mark.parametrize(
+    ("entry", "match"),
+    [("reader[a:read=", "close the scope list"), ('reader[a"b]=', "not a valid scope"), ("[a]=", "name=token")],
+)
+def test_malformed_token_scopes_are_refused_without_echoing_the_token(entry: str, match: str) -> None:
+    with pytest.raises(ConfigError, match=match) as caught:
+        make_settings(MCP_AUTH_MODE="bearer", MCP_BEARER_TOKENS=entry + "s" * 32).validate_startup()
+    assert "s" * 32 not in caught.value.message
+
+
+def test_oidc_needs_issuer_and_audience_and_a_bearer_mode() -> None:
+    refuses("MCP_OIDC_AUDIENCE is required", **BEARER, MCP_OIDC_ISSUER=OIDC["MCP_OIDC_ISSUER"])
+    refuses("MCP_OIDC_ISSUER is required", **BEARER, MCP_OIDC_AUDIENCE=OIDC["MCP_OIDC_AUDIENCE"])
+    refuses("MCP_AUTH_MODE=bearer or both", **CF, **OIDC, MCP_AUTH_MODE="cloudflare")
+    refuses("MCP_OIDC_ISSUER must be an https:// URL", **BEARER, **OIDC | {"MCP_OIDC_ISSUER": "http://idp.example.com"})
+    settings = make_settings(MCP_AUTH_MODE="bearer", **OIDC)  # OAuth tokens alone are enough for bearer mode
+    settings.validate_startup()
+    assert settings.oidc_issuer == "https://login.example.com"
+
+
+def test_resource_url_publishes_metadata_naming_the_authorization_server() -> None:
+    resource = "https://mcp.example.com/mcp"
+    refuses("MCP_RESOURCE_URL must be an https:// URL", **BEARER, MCP_RESOURCE_URL="http://mcp.example.com/mcp")
+    refuses("query or fragment", **BEARER, MCP_RESOURCE_URL=resource + "?x=1")
+    refuses("MCP_AUTHORIZATION_SERVERS is required", **BEARER, MCP_RESOURCE_URL=resource)
+    refuses("MCP_AUTHORIZATION_SERVERS must be an https:// URL", **BEARER, MCP_AUTHORIZATION_SERVERS="ftp://x")
+    with_oidc = make_settings(**BEARER, **OIDC, MCP_RESOURCE_URL=resource).protected_resource()
+    with_cf = make_settings(
+        **CF, **(BEARER | {"MCP_AUTH_MODE": "both"}), MCP_RESOURCE_URL=resource
+    ).protected_resource()
+    explicit = make_settings(**BEARER, MCP_RESOURCE_URL=resource, MCP_AUTHORIZATION_SERVERS="https://a, https://b")
+    assert with_oidc is not None and with_oidc.authorization_servers == ("https://login.example.com",)
+    assert with_cf is not None and with_cf.authorization_servers == ("https://team.cloudflareaccess.com",)
+    assert explicit.protected_resource() == type(with_oidc)(resource, ("https://a", "https://b"), name="demo-mcp")
+    assert with_oidc.metadata_url == "https://mcp.example.com/.well-known/oauth-protected-resource/mcp"
+    assert make_settings(**BEARER).protected_resource() is None
+
+
+def test_group_scopes_and_rate_limit_are_checked_at_start() -> None:
+    refuses("MCP_CF_GROUP_SCOPES", **CF, **(BEARER | {"MCP_AUTH_MODE": "both"}), MCP_CF_GROUP_SCOPES="admins")
+    refuses("MCP_RATE_LIMIT: .*120/minute", **BEARER, MCP_RATE_LIMIT="lots")
+    settings = make_settings(**BEARER, MCP_RATE_LIMIT="120/minute", MCP_CF_GROUP_SCOPES="ops=a:read b;dev=c")
+    settings.validate_startup()
+    assert settings.group_scopes() == {"ops": frozenset({"a:read", "b"}), "dev": frozenset({"c"})}
+    limits = settings.rate_limits()
+    assert limits.per_identity is not None and limits.per_identity.rate.limit == 120
+    assert limits.failed_auth_per_address is not None
+    assert make_settings(**BEARER).rate_limits().per_identity is None

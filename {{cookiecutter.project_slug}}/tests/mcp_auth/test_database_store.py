@@ -14,7 +14,7 @@ from mcp_auth.audit import AuditEvent
 from mcp_auth.crypto import Keyring, generate_key, key_id, parse_key
 from mcp_auth.db import Database
 from mcp_auth.db import engine as db_module
-from mcp_auth.db.audit_log import DatabaseAuditSink
+from mcp_auth.db.audit_log import DatabaseAuditSink, verify_chain
 from mcp_auth.db.migrations import require_schema
 from mcp_auth.db.models import audit_log, tokens
 from mcp_auth.errors import ConfigError, DecryptionError, ServiceUnavailable
@@ -158,6 +158,62 @@ async def test_tampered_row_is_audited_as_failure_only(database: Database) -> No
     after = rows(database, audit_log)[before:]
     assert [(r.action, r.result, r.user_email) for r in after] == [("get_token", "failure", "alice@example.com")]
     assert "modified" in after[0].detail
+
+
+def get_token_rows(database: Database) -> list[tuple[str, str, str, str | None, str | None]]:
+    """(token_key, result, user_email, tool, detail) of every get_token row, oldest first."""
+    return [
+        (r.token_key, r.result, r.user_email, r.tool, r.detail)
+        for r in rows(database, audit_log)
+        if r.action == "get_token"
+    ]
+
+
+@pytest.mark.parametrize("audit_key", [None, parse_key(generate_key(), name="k")], ids=["unkeyed", "keyed"])
+async def test_get_first_audited_takes_the_first_key_stored(database: Database, audit_key: bytes | None) -> None:
+    """On both backends, and with MCP_AUDIT_KEY (the keyed chain is linked in Python, not by the
+    one-statement path)."""
+    ring = Keyring(parse_key(generate_key(), name="k"))
+    store = DatabaseTokenStore(database, ring, actor=OPERATOR, service_name="demo", audit_key=audit_key)
+    keys = ["alice@example.com", "default"]
+    await store.set("demo", "default", "shared")
+    assert await store.get_first_audited("demo", keys, "alice@example.com", tool="search") == ("default", "shared")
+    await store.set("demo", "alice@example.com", "own")
+    assert await store.get_first_audited("demo", keys, "alice@example.com", tool="search") == (
+        "alice@example.com",
+        "own",
+    )
+    assert await store.get_first_audited("demo", ["bob@example.com", "nobody"], "bob@example.com") is None
+    assert get_token_rows(database) == [
+        ("default", "success", "alice@example.com", "search", None),  # the row names the key used
+        ("alice@example.com", "success", "alice@example.com", "search", None),
+        # Neither stored: ONE failure row, naming the last key.
+        ("nobody", "failure", "bob@example.com", None, "no token stored for service 'demo', key 'nobody'"),
+    ]
+    check = await verify_chain(database, key=audit_key)
+    assert check.ok and check.keyed_from == (None if audit_key is None else 1)
+
+
+@pytest.mark.parametrize("damage", ["tampered", "unknown key id"])
+async def test_get_first_audited_stops_at_an_undecryptable_row(database: Database, damage: str) -> None:
+    """The caller's own row fails to decrypt: a failure row naming it, no fallback to default."""
+    store = make_store(database, generate_key())
+    await store.set("demo", "default", "shared")
+    await store.set("demo", "alice", "own")
+    with database.engine.begin() as conn:
+        if damage == "tampered":
+            conn.execute(update(tokens).where(tokens.c.key == "alice").values(nonce=b"\0" * 12))
+        else:
+            conn.execute(update(tokens).where(tokens.c.key == "alice").values(key_id="0123456789abcdef"))
+    with pytest.raises(DecryptionError, match="demo/alice"):
+        await store.get_first_audited("demo", ["alice", "default"], "alice", tool="search")
+    ((key, result, actor, tool, detail),) = get_token_rows(database)
+    assert (key, result, actor, tool) == ("alice", "failure", "alice", "search") and "demo/alice" in str(detail)
+
+
+async def test_get_first_audited_needs_a_key(sqlite_database: Database) -> None:
+    with pytest.raises(ValueError, match="at least one key"):
+        await make_store(sqlite_database, generate_key()).get_first_audited("demo", [])
 
 
 async def test_rotate_key_re_encrypts_everything(database: Database) -> None:

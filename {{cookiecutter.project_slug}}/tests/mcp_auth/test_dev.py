@@ -17,7 +17,8 @@ UPSTREAM_TOKEN = "dev-upstream-token-0123456789"
 
 def stdio_client(project: ProjectInfo, *args: str, log: Path) -> Client[StdioTransport]:
     command, *prefix = console_script(project)
-    env = clean_environ({project.service_token_env: UPSTREAM_TOKEN})
+    # The upstream is a closed loopback port: a call of upstream_get fails after its token is handed out.
+    env = clean_environ({project.service_token_env: UPSTREAM_TOKEN, "UPSTREAM_BASE_URL": "http://127.0.0.1:9"})
     transport = StdioTransport(command, [*prefix, "dev", *args], env=env, keep_alive=False, log_file=log)
     return Client(transport)
 
@@ -35,15 +36,21 @@ async def test_stdio_round_trip_with_the_dev_identity(project: ProjectInfo, tmp_
     log = tmp_path / "stderr.log"
     async with stdio_client(project, log=log) as client:
         result = await client.call_tool("whoami", {})
+        audited_before_upstream = log.read_text().count('"audit"')
+        upstream = await client.call_tool("upstream_get", {"path": "/whoami"}, raise_on_error=False)
     assert result.structured_content == {
         "identity": "developer@localhost",
         "auth_method": "dev",
         "email": "developer@localhost",
     }
+    assert audited_before_upstream == 0  # whoami never touches the token store
+    assert upstream.is_error and "unreachable" in str(upstream.content)
     stderr = log.read_text()
     assert_labelled(stderr)
     audit = [json.loads(line)["audit"] for line in stderr.splitlines() if '"audit"' in line]
-    assert audit and audit[-1]["user_email"] == "developer@localhost" and audit[-1]["result"] == "success"
+    assert [(row["user_email"], row["tool"], row["result"]) for row in audit] == [
+        ("developer@localhost", "upstream_get", "success")
+    ]
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0"])

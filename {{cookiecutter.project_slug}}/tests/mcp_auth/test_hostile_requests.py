@@ -42,6 +42,7 @@ from mcp_auth.runtime import Runtime
 from mcp_auth.testing.clients import MCP_HEADERS, jsonrpc
 from mcp_auth.testing.cloudflare import FakeCloudflareAccess
 from mcp_auth.testing.settings import DEMO, DEMO_BEARER, make_settings
+from mcp_auth.tool_policies import NEEDS_UPSTREAM_TOKEN
 from starlette.applications import Starlette
 from starlette.types import Message
 
@@ -558,7 +559,7 @@ async def add_api_keys(kit: Kit, url: str) -> None:
 def build(kit: Kit, database_url: str, **extra: str) -> Starlette:
     mcp = FastMCP("hostile")
 
-    @mcp.tool
+    @mcp.tool(tags={NEEDS_UPSTREAM_TOKEN})
     def whoami() -> dict[str, str | None]:
         ctx = mcp_auth.current()
         try:

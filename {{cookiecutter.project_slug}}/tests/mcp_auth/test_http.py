@@ -106,14 +106,16 @@ async def test_bearer_caller_reaches_tool_with_identity_and_token() -> None:
     assert suffix.data == "default:42"
 
 
-async def test_missing_upstream_token_is_http_503_on_tool_call_only() -> None:
+async def test_missing_upstream_token_is_http_503_for_tools_that_need_it_only() -> None:
     env = bearer_env()
     del env["DEMO_API_TOKEN"]
     auth = {"Authorization": f"Bearer {DEMO_BEARER}"}
     async with running(build(**env)) as http:
         listing = await http.post("/mcp", json=jsonrpc("tools/list"), headers={**MCP_HEADERS, **auth})
-        called = await call_tool(http, "whoami", auth)
+        who = await call_tool(http, "whoami", auth)
+        called = await call_tool(http, "token_suffix", auth)
     assert listing.status_code == 200  # requests that call no tool never touch the store
+    assert who.status_code == 200 and "ci-bot" in who.text  # whoami does not declare the upstream token
     assert called.status_code == 503
     assert called.json() == {"error": "service_unavailable", "message": "DEMO_API_TOKEN is not set"}
 
@@ -244,7 +246,7 @@ async def test_nothing_stored_is_503_naming_service_and_callers() -> None:
     auth = {"Authorization": f"Bearer {DEMO_BEARER}"}
     async with running(app) as http:
         listing = await http.post("/mcp", json=jsonrpc("tools/list"), headers={**MCP_HEADERS, **auth})
-        called = await call_tool(http, "whoami", auth)
+        called = await call_tool(http, "token_suffix", auth)
     assert listing.status_code == 200
     assert called.status_code == 503
     assert called.json() == {
@@ -262,6 +264,7 @@ async def test_deeply_nested_json_is_not_a_500() -> None:
 
 async def test_websocket_scopes_are_refused() -> None:
     from mcp_auth.asgi.authentication import AuthenticationMiddleware
+    from mcp_auth.tool_policies import ToolPolicies
 
     reached: list[str] = []
     sent: list[Message] = []
@@ -277,7 +280,7 @@ async def test_websocket_scopes_are_refused() -> None:
 
     runtime = build(**bearer_env()).state.runtime
     middleware = AuthenticationMiddleware(
-        inner, authenticator=runtime.authenticator, service=runtime.settings.service_name
+        inner, authenticator=runtime.authenticator, service=runtime.settings.service_name, policies=ToolPolicies()
     )
     await middleware({"type": "websocket", "path": "/mcp", "headers": []}, receive, send)
     assert reached == [] and sent == [{"type": "websocket.close", "code": 1008}]

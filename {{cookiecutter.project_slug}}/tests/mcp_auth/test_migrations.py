@@ -9,12 +9,14 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from mcp_auth.db import Database, migrations, normalize_url, open_database
 from mcp_auth.db.migrations import require_schema
-from mcp_auth.db.models import metadata
+from mcp_auth.db.models import api_keys, metadata
 from mcp_auth.errors import ConfigError, ServiceUnavailable
 from mcp_auth.testing.settings import make_settings
-from sqlalchemy import inspect
+from sqlalchemy import func, inspect, select, update
+from sqlalchemy.engine import Connection
 
 TABLES = {"tokens", "audit_log", "api_keys", "retired_encryption_keys"}
+HEAD = "0003"
 
 
 def test_start_up_check_opens_the_minimum_pool(postgres_database: Database) -> None:
@@ -30,6 +32,36 @@ def test_migrated_schema_matches_the_models(database: Database) -> None:
         assert TABLES <= set(inspect(conn).get_table_names())
         assert migrations.current_revisions(conn) == migrations.head_revisions()
     require_schema(database)
+
+
+def test_head_is_0003() -> None:
+    assert migrations.head_revisions() == {HEAD}
+
+
+def api_key_columns(conn: Connection) -> set[str]:
+    return {column["name"] for column in inspect(conn).get_columns("api_keys")}
+
+
+def test_0003_api_key_scopes_downgrade_and_upgrade(database: Database) -> None:
+    """Inside one transaction, rolled back: the run's PostgreSQL database stays at head."""
+    from alembic import command
+
+    with database.engine.connect() as conn, conn.begin() as transaction:
+        insert = api_keys.insert().values(prefix="mcpk_x", email="bot@example.com")
+        conn.execute(insert.values(key_hash="a" * 64, scopes="tools:read"))
+        conn.execute(insert.values(key_hash="b" * 64))
+        config = migrations.alembic_config(conn)
+        # A scoped key would become unrestricted without the column: refused until revoked.
+        with pytest.raises(RuntimeError, match=r"^unrevoked API keys with scopes \(ids 1\) would call every tool"):
+            command.downgrade(config, "0002")
+        conn.execute(update(api_keys).where(api_keys.c.id == 1).values(revoked_at=func.now()))
+        command.downgrade(config, "0002")
+        assert "scopes" not in api_key_columns(conn) and migrations.current_revisions(conn) == {"0002"}
+        assert conn.execute(select(func.count()).select_from(api_keys)).scalar_one() == 2  # rows kept
+        assert migrations.upgrade_on(conn) == {HEAD}
+        assert "scopes" in api_key_columns(conn)
+        assert conn.execute(select(api_keys.c.scopes).order_by(api_keys.c.id)).scalars().all() == [None, None]
+        transaction.rollback()
 
 
 def test_own_version_table_leaves_alembic_version_to_the_project(database: Database) -> None:

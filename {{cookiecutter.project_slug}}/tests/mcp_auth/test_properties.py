@@ -21,7 +21,7 @@ import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from mcp_auth.asgi.request_body import is_tool_call
+from mcp_auth.asgi.request_body import dispatchable_tool_call
 from mcp_auth.authenticator import Authenticator, bearer_token, cloudflare_jwt
 from mcp_auth.config import McpAuthSettings, load_settings
 from mcp_auth.crypto import KEY_BYTES, Envelope, Keyring, key_id, parse_key
@@ -190,18 +190,33 @@ def _nested(depth: int, opener: bytes, closer: bytes, core: bytes = b"") -> byte
 @example(body=b"[" * 300_000)
 @example(body=b'{"id":' + b"9" * 50_000 + b"}")
 @example(body=b'{"method":"tools/call"}' * 2)
-def test_is_tool_call_never_raises(body: bytes) -> None:
-    assert isinstance(is_tool_call(body), bool)
+def test_dispatchable_tool_call_never_raises(body: bytes) -> None:
+    name = dispatchable_tool_call(JSON_HEADERS, body)
+    assert name is None or isinstance(name, str)
 
 
 @FAST
 @given(
-    message=st.fixed_dictionaries({"method": st.just("tools/call")}, optional={"params": json_values}),
+    name=st.text(min_size=1, max_size=40),
+    request_id=st.one_of(st.integers(), st.text(max_size=10)),
     extra=st.lists(json_values, max_size=3),
 )
-def test_is_tool_call_finds_a_call_anywhere_in_a_batch(message: dict[str, Any], extra: list[Any]) -> None:
-    assert is_tool_call(json.dumps(message).encode())
-    assert is_tool_call(json.dumps([*extra, message]).encode())
+def test_only_a_single_well_formed_request_is_dispatchable(name: str, request_id: int | str, extra: list[Any]) -> None:
+    """What the MCP transport dispatches is what gets authorized, resolved and audited: one
+    JSON-RPC 2.0 request with an id, in UTF-8 without a byte-order mark; never a batch."""
+    message = {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": {"name": name}}
+    body = json.dumps(message).encode()
+    assert dispatchable_tool_call(JSON_HEADERS, body) == name
+    assert dispatchable_tool_call(JSON_HEADERS, json.dumps([*extra, message]).encode()) is None
+    assert dispatchable_tool_call(JSON_HEADERS, b"\xef\xbb\xbf" + body) is None
+    notification = {key: value for key, value in message.items() if key != "id"}
+    assert dispatchable_tool_call(JSON_HEADERS, json.dumps(notification).encode()) is None
+    assert dispatchable_tool_call({**JSON_HEADERS, "accept": "text/html"}, body) is None
+    assert dispatchable_tool_call({**JSON_HEADERS, "content-type": "text/plain"}, body) is None
+    assert dispatchable_tool_call({**JSON_HEADERS, "mcp-protocol-version": "1999-01-01"}, body) is None
+
+
+JSON_HEADERS = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
 
 
 # ----- ciphertext decoder --------------------------------------------------------------------

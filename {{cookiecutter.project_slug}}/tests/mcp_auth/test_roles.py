@@ -27,6 +27,7 @@ from mcp_auth.db.roles import privilege_warning
 from mcp_auth.runtime import Runtime
 from mcp_auth.testing.clients import mcp_client, running
 from mcp_auth.testing.settings import DEMO, DEMO_BEARER, make_settings
+from mcp_auth.tool_policies import NEEDS_UPSTREAM_TOKEN
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
@@ -163,7 +164,7 @@ async def test_the_server_runs_as_the_runtime_role(
 
     mcp = FastMCP("demo")
 
-    @mcp.tool
+    @mcp.tool(tags={NEEDS_UPSTREAM_TOKEN})
     def token_suffix() -> str:
         call = mcp_auth.current()
         return f"{call.identity.subject}:{call.token_key}:{call.service_token[-2:]}"

@@ -15,6 +15,7 @@ from mcp_auth.runtime import Runtime
 from mcp_auth.testing.clients import MCP_HEADERS, jsonrpc, mcp_client, running
 from mcp_auth.testing.infisical import FakeInfisical
 from mcp_auth.testing.settings import DEMO_BEARER, make_settings
+from mcp_auth.tool_policies import NEEDS_UPSTREAM_TOKEN
 
 AUTH = {"Authorization": f"Bearer {DEMO_BEARER}"}
 BASE_ENV = {"MCP_AUTH_MODE": "bearer", "MCP_BEARER_TOKENS": f"ci-bot={DEMO_BEARER}"}
@@ -23,7 +24,7 @@ BASE_ENV = {"MCP_AUTH_MODE": "bearer", "MCP_BEARER_TOKENS": f"ci-bot={DEMO_BEARE
 def build(**env: str) -> Any:
     mcp = FastMCP("demo")
 
-    @mcp.tool
+    @mcp.tool(tags={NEEDS_UPSTREAM_TOKEN})
     def upstream_token() -> dict[str, str | None]:
         call = mcp_auth.current()
         return {"key": call.token_key, "token": call.service_token}  # test-only: echo to assert

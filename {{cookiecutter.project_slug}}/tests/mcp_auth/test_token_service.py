@@ -6,8 +6,12 @@ sink's log), and the audit actor of a read made while serving a request is the c
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import mcp_auth
@@ -24,7 +28,8 @@ from mcp_auth.runtime import Runtime
 from mcp_auth.stores.database import DatabaseTokenStore
 from mcp_auth.testing.clients import mcp_client, running
 from mcp_auth.testing.settings import DEMO_BEARER, make_settings
-from mcp_auth.tokens import TokenService
+from mcp_auth.tokens import ResolvedToken, TokenService
+from sqlalchemy import event
 
 OPERATOR = "ops@example.com"
 CALLER = Identity(subject="alice@example.com", method="api_key", email="alice@example.com")
@@ -85,7 +90,7 @@ async def test_a_tool_calling_get_token_uses_the_servers_store_and_names_the_cal
     }
     mcp = FastMCP("demo")
 
-    @mcp.tool
+    @mcp.tool(tags={mcp_auth.NEEDS_UPSTREAM_TOKEN})
     async def read_other() -> bool:
         return await mcp_auth.get_token("demo", "other") is not None
 
@@ -102,3 +107,86 @@ async def test_a_tool_calling_get_token_uses_the_servers_store_and_names_the_cal
         database.close()
     # The middleware's hand-out for the call, then the tool's own read: both as the caller.
     assert reads == [("default", "ci-bot"), ("other", "ci-bot")]
+
+
+MISSING = "no token stored for service 'demo', key 'default'"
+
+
+def get_token_rows(events: list[Any]) -> list[tuple[str | None, str, str, str | None, str | None]]:
+    return [(e.token_key, e.result, e.user_email, e.tool, e.detail) for e in events if e.action == "get_token"]
+
+
+async def test_resolve_prefers_the_callers_own_token_and_names_the_key_used(database: Database) -> None:
+    tokens = await service_on(database, DatabaseAuditSink(database))
+    assert await tokens.resolve(CALLER, "search") == ResolvedToken("default", "shared-token-value")
+    await tokens.set("demo", CALLER.subject, "own-token-value")
+    assert await tokens.resolve(CALLER, "search") == ResolvedToken(CALLER.subject, "own-token-value")
+    await tokens.delete("demo", "default")
+    await tokens.delete("demo", CALLER.subject)
+    assert await tokens.resolve(CALLER, "search") is None
+    assert get_token_rows(await list_events(database)) == [
+        ("default", "success", CALLER.subject, "search", None),
+        (CALLER.subject, "success", CALLER.subject, "search", None),
+        ("default", "failure", CALLER.subject, "search", MISSING),  # one row for the whole miss
+    ]
+
+
+async def test_resolve_through_another_sink_audits_the_same_rows(
+    sqlite_database: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A store that does not audit its own reads: key by key, audited through the sink."""
+    tokens = await service_on(sqlite_database, LogAuditSink())
+    with caplog.at_level(logging.INFO, logger="mcp_auth.audit"):
+        assert await tokens.resolve(CALLER, "search") == ResolvedToken("default", "shared-token-value")
+        await tokens.delete("demo", "default")
+        assert await tokens.resolve(CALLER, "search") is None
+    lines = [json.loads(r.getMessage().removeprefix("audit ")) for r in caplog.records if r.name == "mcp_auth.audit"]
+    assert [(x["token_key"], x["result"], x["user_email"], x["tool"], x["detail"]) for x in lines] == [
+        ("default", "success", CALLER.subject, "search", None),
+        ("default", "failure", CALLER.subject, "search", MISSING),
+    ]
+
+
+@contextlib.contextmanager
+def wire_trace(database: Database, path: Path) -> Iterator[list[str]]:
+    """The messages libpq sent to the server on every connection the pool handed out meanwhile
+    (its protocol trace, BEGIN and COMMIT included): ``Parse``, ``Sync``, ``Query COMMIT``, ..."""
+    from psycopg import pq
+
+    sent: list[str] = []
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+
+    def checkout(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        dbapi_connection.pgconn.trace(fd)
+        dbapi_connection.pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS | pq.Trace.REGRESS_MODE)
+
+    def checkin(dbapi_connection: Any, record: Any) -> None:
+        dbapi_connection.pgconn.untrace()  # flushes
+
+    event.listen(database.engine, "checkout", checkout)
+    event.listen(database.engine, "checkin", checkin)
+    try:
+        yield sent
+    finally:
+        event.remove(database.engine, "checkout", checkout)
+        event.remove(database.engine, "checkin", checkin)
+        os.close(fd)
+    for line in path.read_text().splitlines():
+        if line.startswith("F\t"):  # frontend: sent by us (a statement's text may span lines)
+            _, _, message, *text = line.split("\t")
+            sent.append(message if message != "Query" else "Query " + text[0].strip(' "'))
+
+
+async def test_falling_back_to_default_is_one_statement_on_postgresql(
+    postgres_database: Database, tmp_path: Path
+) -> None:
+    tokens = await service_on(postgres_database, DatabaseAuditSink(postgres_database))
+    with wire_trace(postgres_database, tmp_path / "trace") as sent:
+        assert await tokens.resolve(CALLER, "search") == ResolvedToken("default", "shared-token-value")
+    # One statement reads both keys and writes the audit row naming the one used: one
+    # Parse/Bind/Execute/Sync round trip. BEGIN and COMMIT around it: the success row commits only
+    # once the value decrypted.
+    assert sent == ["Query BEGIN", "Parse", "Bind", "Describe", "Execute", "Sync", "Query COMMIT"]
+    assert get_token_rows(await list_events(postgres_database)) == [
+        ("default", "success", CALLER.subject, "search", None)
+    ]

@@ -15,15 +15,18 @@ from mcp_auth.asgi.authentication import PUBLIC_PATHS, AuthenticationMiddleware
 from mcp_auth.asgi.observability import ObservabilityMiddleware, ToolCallMetrics
 from mcp_auth.asgi.responses import unavailable_body
 from mcp_auth.asgi.token_resolution import TokenResolutionMiddleware
+from mcp_auth.asgi.tool_authorization import ToolAuthorizationMiddleware
+from mcp_auth.discovery import ProtectedResource
 from mcp_auth.errors import ServiceUnavailable
 from mcp_auth.observability import tracing
 from mcp_auth.observability.exporter import MetricsServer, multiprocess_dir
 from mcp_auth.observability.metrics import ToolNames
 from mcp_auth.runtime import Runtime
+from mcp_auth.tool_policies import ToolPolicies
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 
 logger = logging.getLogger("mcp_auth.server")
 
@@ -34,31 +37,25 @@ CHECKPOINT_INTERVAL_SECONDS = 300.0
 
 def build_http_app(mcp: FastMCP, runtime: Runtime) -> Starlette:
     """Stateless streamable HTTP (any replica can serve any request), authenticated."""
+    resource = runtime.settings.protected_resource()
+    policies = ToolPolicies()
     _add_probes(mcp, runtime)
+    if resource is not None:
+        _add_discovery(mcp, resource, policies)
     tool_names = ToolNames()
     mcp.add_middleware(ToolCallMetrics(tool_names))
     app = mcp.http_app(
         path=MCP_PATH,
         stateless_http=True,
         json_response=True,
-        middleware=[
-            Middleware(ObservabilityMiddleware),
-            Middleware(
-                AuthenticationMiddleware,
-                authenticator=runtime.authenticator,
-                service=runtime.settings.service_name,
-                public_paths=PUBLIC_PATHS,
-            ),
-            Middleware(
-                TokenResolutionMiddleware, tokens=runtime.tokens, public_paths=PUBLIC_PATHS, tool_names=tool_names
-            ),
-        ],
+        middleware=_steps(runtime, policies, resource, tool_names),
     )
     inner_lifespan = app.router.lifespan_context
 
     @asynccontextmanager
     async def lifespan(starlette_app: Starlette) -> AsyncIterator[None]:
-        tool_names.names = frozenset(tool.name for tool in await mcp.list_tools(run_middleware=False))
+        await policies.load(mcp)
+        tool_names.names = policies.names
         metrics_server = await _start_observability(runtime)
         remove_signal = _install_refresh_signal(runtime)
         # Tools calling mcp_auth.get_token() & co. share the server's store and audit log.
@@ -81,6 +78,48 @@ def build_http_app(mcp: FastMCP, runtime: Runtime) -> Starlette:
     app.router.lifespan_context = lifespan
     app.state.runtime = runtime
     return app
+
+
+def _steps(
+    runtime: Runtime, policies: ToolPolicies, resource: ProtectedResource | None, tool_names: ToolNames
+) -> list[Middleware]:
+    """Observe, authenticate (and rate-limit), authorize the tool, resolve its upstream token."""
+    public = PUBLIC_PATHS | (resource.paths if resource else frozenset())
+    return [
+        Middleware(ObservabilityMiddleware),
+        Middleware(
+            AuthenticationMiddleware,
+            authenticator=runtime.authenticator,
+            service=runtime.settings.service_name,
+            policies=policies,
+            public_paths=public,
+            resource=resource,
+            rate_limits=runtime.settings.rate_limits(),
+        ),
+        Middleware(
+            ToolAuthorizationMiddleware,
+            policies=policies,
+            public_paths=public,
+            resource=resource,
+            tool_names=tool_names,
+        ),
+        Middleware(TokenResolutionMiddleware, tokens=runtime.tokens, tool_names=tool_names),
+    ]
+
+
+def _add_discovery(mcp: FastMCP, resource: ProtectedResource, policies: ToolPolicies) -> None:
+    """RFC 9728 metadata, public, at the bare and the path-inserted well-known URL. CORS-open:
+    browser-based MCP clients (the MCP Inspector) read it from another origin."""
+
+    async def metadata(request: Request) -> Response:
+        headers = {"Access-Control-Allow-Origin": "*", "Cache-Control": "public, max-age=3600"}
+        if request.method == "OPTIONS":
+            headers |= {"Access-Control-Allow-Methods": "GET, OPTIONS", "Access-Control-Allow-Headers": "*"}
+            return Response(status_code=204, headers=headers)
+        return JSONResponse(resource.document(policies.scopes_supported), headers=headers)
+
+    for path in sorted(resource.paths):
+        mcp.custom_route(path, methods=["GET", "OPTIONS"], include_in_schema=False)(metadata)
 
 
 def _add_probes(mcp: FastMCP, runtime: Runtime) -> None:

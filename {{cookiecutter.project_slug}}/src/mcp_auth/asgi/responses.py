@@ -24,14 +24,44 @@ def unavailable_body(message: str) -> dict[str, str]:
     return {"error": "service_unavailable", "message": message}
 
 
-async def send_unauthorized(send: Send, message: str, *, credential_sent: bool) -> None:
-    error = ', error="invalid_token"' if credential_sent else ""
+def challenge(*parameters: str, resource_metadata: str | None) -> str:
+    """A ``WWW-Authenticate: Bearer`` value; ``resource_metadata`` (RFC 9728) tells a client
+    where to learn how to obtain a token."""
+    parts = [*parameters, *([f'resource_metadata="{resource_metadata}"'] if resource_metadata else [])]
+    return "Bearer " + ", ".join(parts)
+
+
+async def send_unauthorized(send: Send, message: str, *, credential_sent: bool, resource_metadata: str | None) -> None:
+    # RFC 6750 3.1: no error attribute when the request carried no credential at all.
+    error = ['error="invalid_token"'] if credential_sent else []
     await send_json(
         send,
         401,
         {"error": "unauthorized", "message": message},
-        [("www-authenticate", f'Bearer realm="mcp"{error}')],
+        [("www-authenticate", challenge('realm="mcp"', *error, resource_metadata=resource_metadata))],
     )
+
+
+async def send_insufficient_scope(send: Send, scopes: Iterable[str], *, resource_metadata: str | None) -> None:
+    needed = " ".join(scopes)
+    await send_json(
+        send,
+        403,
+        {
+            "error": "insufficient_scope",
+            "message": f"this tool needs the scope(s) {needed}, which the credential lacks",
+        },
+        [
+            (
+                "www-authenticate",
+                challenge('error="insufficient_scope"', f'scope="{needed}"', resource_metadata=resource_metadata),
+            )
+        ],
+    )
+
+
+async def send_rate_limited(send: Send, retry_after: str, message: str) -> None:
+    await send_json(send, 429, {"error": "rate_limited", "message": message}, [("retry-after", retry_after)])
 
 
 async def send_unavailable(send: Send, message: str) -> None:

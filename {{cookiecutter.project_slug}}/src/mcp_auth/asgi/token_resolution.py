@@ -1,16 +1,19 @@
-"""ASGI step 2: for ``tools/call``, resolve the caller's upstream token (audited) before FastMCP
+"""ASGI step 3: for a call of a tool that declares it needs the upstream token
+(``tags={NEEDS_UPSTREAM_TOKEN}``), resolve the caller's token (audited) before FastMCP
 dispatches, so an unavailable store is a real HTTP 503 rather than a JSON-RPC error in a 200.
 
-Runs after authentication: the identity is already bound (``mcp_auth.current()``). The token
-is bound with it for the tool to read through the same accessor.
+Runs after authentication and tool authorization: the identity is already bound
+(``mcp_auth.current()``) and the tool is known to be dispatchable and allowed. The token is bound
+with the identity for the tool to read through the same accessor. Every other request, and
+every other tool, never touches the token store.
 """
 
 from __future__ import annotations
 
 import logging
 
-from mcp_auth.asgi.request_body import read_body, replay, tool_call
-from mcp_auth.asgi.responses import send_too_large, send_unavailable
+from mcp_auth.asgi.responses import send_unavailable
+from mcp_auth.asgi.tool_authorization import called_tool
 from mcp_auth.context import CallContext, bind, current, unbind
 from mcp_auth.errors import ServiceUnavailable
 from mcp_auth.observability.metrics import ToolNames
@@ -21,30 +24,19 @@ logger = logging.getLogger("mcp_auth.middleware")
 
 
 class TokenResolutionMiddleware:
-    def __init__(
-        self, app: ASGIApp, *, tokens: TokenService, public_paths: frozenset[str], tool_names: ToolNames | None = None
-    ) -> None:
+    def __init__(self, app: ASGIApp, *, tokens: TokenService, tool_names: ToolNames | None = None) -> None:
         self.app = app
         self.tokens = tokens
-        self.public_paths = public_paths
         self.tool_names = tool_names or ToolNames()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] in self.public_paths:
+        policy = called_tool(scope) if scope["type"] == "http" else None
+        if policy is None or not policy.needs_token:
             await self.app(scope, receive, send)
             return
-        body = await read_body(receive)
-        if body is None:
-            await send_too_large(send)
-            return
-        receive = replay(body, receive)
-        called = tool_call(body)
-        if called is None:
-            await self.app(scope, receive, send)
-            return
-        call = await self._resolve(send, called.name)
+        call = await self._resolve(send, policy.name)
         if call is None:
-            self.tool_names.record(called.name, "unavailable")
+            self.tool_names.record(policy.name, "unavailable")
             return
         token = bind(call)
         try:
@@ -52,7 +44,7 @@ class TokenResolutionMiddleware:
         finally:
             unbind(token)
 
-    async def _resolve(self, send: Send, tool: str | None) -> CallContext | None:
+    async def _resolve(self, send: Send, tool: str) -> CallContext | None:
         """The call with its token bound; None when a 503 was sent instead."""
         identity = current().identity
         try:

@@ -48,6 +48,7 @@ if TYPE_CHECKING:  # annotations only: the stdio path imports FastMCP when it ru
     from fastmcp import FastMCP
     from mcp_auth.testing.postgres import EmbeddedPostgres
     from mcp_auth.tokens import TokenService
+    from mcp_auth.tool_policies import ToolPolicies
 
 DEV_IDENTITY = "developer@localhost"
 DEV_DIR = Path(".dev")
@@ -307,10 +308,13 @@ def dev_http_app(mcp: FastMCP, runtime: Runtime) -> ASGIApp:
 def _serve_stdio(mcp: FastMCP, runtime: Runtime, caller: Identity) -> None:
     import anyio
     from mcp_auth import token_functions
+    from mcp_auth.tool_policies import ToolPolicies
 
-    mcp.add_middleware(_token_middleware(runtime.tokens))
+    policies = ToolPolicies()
+    mcp.add_middleware(_token_middleware(runtime.tokens, policies))
 
     async def serve() -> None:
+        await policies.load(mcp)
         restore = token_functions.use(runtime.tokens)
         # Bound before the server starts: every task it spawns (one per request) inherits it.
         bound = bind(CallContext(identity=caller, service=runtime.settings.service_name))
@@ -332,15 +336,18 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def _token_middleware(tokens: TokenService) -> Any:
-    """The stdio counterpart of ``asgi.token_resolution``: for each tool call, the caller's
-    upstream token (audited) bound with the identity; a tool error naming the cause when it
-    cannot be resolved (the HTTP server answers 503 there)."""
+def _token_middleware(tokens: TokenService, policies: ToolPolicies) -> Any:
+    """The stdio counterpart of ``asgi.token_resolution``: for each call of a tool tagged
+    NEEDS_UPSTREAM_TOKEN, the caller's upstream token (audited) bound with the identity; a tool
+    error naming the cause when it cannot be resolved (the HTTP server answers 503 there)."""
     from fastmcp.exceptions import ToolError
     from fastmcp.server.middleware import Middleware
 
     class TokenResolution(Middleware):
         async def on_call_tool(self, context: Any, call_next: Any) -> Any:
+            policy = policies.get(context.message.name)
+            if policy is None or not policy.needs_token:
+                return await call_next(context)
             identity = current().identity
             try:
                 resolved = await tokens.resolve(identity, context.message.name)

@@ -4,6 +4,9 @@ A key is ``mcpk_`` + base64url of 32 random bytes, shown once at creation. 256 b
 make a plain (unsalted, fast) hash safe to store and to index for lookup. Every request reads the
 row, so revocation and expiry take effect on the next request; ``last_used_at`` is written at
 most once per minute per key so busy keys do not turn every request into a write.
+
+A key may carry scopes (RFC 6749 scope tokens, stored space-separated); a key without any is
+unrestricted: it may call every tool.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,6 +22,7 @@ from typing import Any
 from mcp_auth.db.engine import Database, as_utc
 from mcp_auth.db.models import api_keys
 from mcp_auth.errors import AuthenticationFailed
+from mcp_auth.scopes import is_scope
 from sqlalchemy import or_, select, update
 from sqlalchemy.engine import Connection
 
@@ -44,6 +49,29 @@ def valid_email(email: str) -> bool:
     return bool(at and local and domain) and len(email) <= 320 and not any(c.isspace() for c in email)
 
 
+def validate_scopes(scopes: Iterable[str]) -> frozenset[str]:
+    """The scopes as a set; ValueError naming the first one that is not an RFC 6749 scope token
+    (each value is one scope: "a b" is refused, not split)."""
+    if isinstance(scopes, str):  # would silently become one scope per character
+        raise TypeError("scopes must be an iterable of scope strings, not a string")
+    scopes = list(scopes)
+    for scope in scopes:
+        if not is_scope(scope):
+            raise ValueError(
+                f"invalid scope {scope!r}: a scope is one or more printable ASCII characters "
+                "without spaces, double quotes or backslashes"
+            )
+    return frozenset(scopes)
+
+
+def _stored_scopes(scopes: frozenset[str]) -> str | None:
+    return " ".join(sorted(scopes)) or None
+
+
+def _parse_scopes(stored: str | None) -> frozenset[str]:
+    return frozenset(stored.split()) if stored else frozenset()
+
+
 @dataclass(frozen=True, slots=True)
 class ApiKeyInfo:
     """What ``keys list`` shows: never the key or its hash."""
@@ -55,6 +83,7 @@ class ApiKeyInfo:
     last_used_at: datetime | None
     expires_at: datetime | None
     revoked_at: datetime | None
+    scopes: frozenset[str]  # empty: unrestricted
 
     @classmethod
     def from_row(cls, row: Any) -> ApiKeyInfo:
@@ -66,6 +95,7 @@ class ApiKeyInfo:
             last_used_at=_utc(row.last_used_at),
             expires_at=_utc(row.expires_at),
             revoked_at=_utc(row.revoked_at),
+            scopes=_parse_scopes(row.scopes),
         )
 
 
@@ -75,6 +105,7 @@ class NewApiKey:
     key: str = field(repr=False)
     email: str
     expires_at: datetime | None
+    scopes: frozenset[str] = frozenset()
 
 
 _INFO_COLUMNS = [api_keys.c[name] for name in ApiKeyInfo.__dataclass_fields__]
@@ -84,10 +115,12 @@ class ApiKeyStore:
     def __init__(self, database: Database) -> None:
         self.database = database
 
-    async def create(self, email: str, *, expires_at: datetime | None = None) -> NewApiKey:
+    async def create(self, email: str, *, expires_at: datetime | None = None, scopes: Iterable[str] = ()) -> NewApiKey:
+        """A new key for ``email``; ``scopes`` empty: unrestricted. ValueError on a bad email or scope."""
         email = email.strip()
         if not valid_email(email):
             raise ValueError("expected an email address")
+        granted = validate_scopes(scopes)
         key = new_key()
 
         def work(conn: Connection) -> int:
@@ -99,13 +132,14 @@ class ApiKeyStore:
                     email=email,
                     created_at=datetime.now(UTC),
                     expires_at=expires_at,
+                    scopes=_stored_scopes(granted),
                 )
                 .returning(api_keys.c.id)
             )
             return int(result.scalar_one())
 
         key_id = await self.database.run(work, autocommit=True)
-        return NewApiKey(id=key_id, key=key, email=email, expires_at=expires_at)
+        return NewApiKey(id=key_id, key=key, email=email, expires_at=expires_at, scopes=granted)
 
     async def list(self) -> list[ApiKeyInfo]:
         def work(conn: Connection) -> list[ApiKeyInfo]:

@@ -92,6 +92,8 @@ api_keys = Table(
     Column("last_used_at", DateTime(timezone=True), nullable=True),
     Column("expires_at", DateTime(timezone=True), nullable=True),
     Column("revoked_at", DateTime(timezone=True), nullable=True),
+    # Space-separated scope tokens (migration 0003); NULL or empty: unrestricted.
+    Column("scopes", Text, nullable=True),
     UniqueConstraint("key_hash"),
 )
 

@@ -25,7 +25,14 @@ PATHS = frozenset({"/mcp", "/health", "/status"})
 OTHER = "other"
 
 AuthFailureReason = Literal[
-    "missing", "invalid_jwt", "invalid_bearer", "invalid_api_key", "duplicate", "not_accepted", "unavailable"
+    "missing",
+    "invalid_jwt",
+    "invalid_bearer",
+    "invalid_api_key",
+    "duplicate",
+    "not_accepted",
+    "unavailable",
+    "rate_limited",
 ]
 AUTH_FAILURE_REASONS: tuple[AuthFailureReason, ...] = (
     "missing",
@@ -35,8 +42,9 @@ AUTH_FAILURE_REASONS: tuple[AuthFailureReason, ...] = (
     "duplicate",
     "not_accepted",
     "unavailable",
+    "rate_limited",
 )
-ToolOutcome = Literal["success", "error", "not_found", "unavailable"]
+ToolOutcome = Literal["success", "error", "not_found", "unavailable", "forbidden"]
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _ROTATION_BUCKETS = (0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0)
@@ -69,14 +77,14 @@ def instruments() -> Instruments:
         ),
         tool_calls=Counter(
             "mcp_tool_calls",
-            "tools/call requests by tool (registered names; unknown ones are 'other') and outcome: success, "
-            "error (the tool failed), not_found (no such tool), unavailable (503: no upstream token).",
+            "tools/call requests by tool (registered names; unknown ones are 'other') and outcome: success, error "
+            "(the tool failed), not_found, unavailable (503: no upstream token), forbidden (403: scope lacking).",
             ["tool", "outcome"],
         ),
         auth_failures=Counter(
             "mcp_auth_failures",
-            "Requests refused by authentication (401), or that could not be authenticated (503: reason "
-            "'unavailable'), by reason.",
+            "Requests refused by authentication (401), could not be authenticated (503: 'unavailable') or "
+            "over a rate limit (429: 'rate_limited'), by reason.",
             ["reason"],
         ),
         http=Histogram(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
 from mcp_auth.audit import AuditSink
@@ -54,7 +55,18 @@ class AuditedReads(Protocol):
         *,
         audit_missing: bool = True,
         tool: str | None = None,
-    ) -> str | None: ...
+    ) -> str | None:
+        """The value or None, with its ``get_token`` row ("not found" unless ``audit_missing=False``)."""
+        ...
+
+    async def get_first_audited(
+        self, service: str, keys: Sequence[str], user_email: str | None = None, *, tool: str | None = None
+    ) -> tuple[str, str] | None:
+        """(key, value) of the first of ``keys`` stored, in the same single trip: the success row
+        names the key used. None when none is stored, after ONE failure row naming the last key
+        (detail: TokenNotFound's message). The found row failing to decrypt raises DecryptionError
+        (after its failure row) without trying the later keys."""
+        ...
 
 
 @runtime_checkable

@@ -13,13 +13,13 @@ import contextlib
 import functools
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import anyio.to_thread
-from mcp_auth.audit import Action, AuditEvent, AuditSink, Result
+from mcp_auth.audit import Action, AuditEvent, AuditSink, Result, clip_detail
 from mcp_auth.config import McpAuthSettings
 from mcp_auth.crypto import Envelope, Keyring, parse_key
 from mcp_auth.db import Database, as_utc, open_database
@@ -28,7 +28,7 @@ from mcp_auth.db.engine import driver_errors
 from mcp_auth.db.models import retired_encryption_keys as retired
 from mcp_auth.db.models import tokens
 from mcp_auth.db.reencryption import Progress, reencrypt_all
-from mcp_auth.errors import ConfigError, DecryptionError, McpAuthError, ServiceUnavailable
+from mcp_auth.errors import ConfigError, DecryptionError, McpAuthError, ServiceUnavailable, TokenNotFound
 from mcp_auth.observability import tracing
 from mcp_auth.observability.metrics import observe
 from mcp_auth.stores.base import DEFAULT_KEY
@@ -71,65 +71,79 @@ def _select_token(conn: Connection, service: str, key: str) -> Envelope | None:
     return None if row is None else Envelope(row.key_id, bytes(row.nonce), bytes(row.ciphertext))
 
 
-# get_audited on PostgreSQL: the read and its audit row in one statement, so one round trip and
-# one commit (the chain trigger still links the row). It writes "success" only for a row under a
-# key id this keyring holds; "not found" only when asked. Plain driver SQL: no compilation per
-# call, and psycopg prepares it on a connection after a few uses.
+_SELECT_FIRST = select(tokens.c.key, tokens.c.key_id, tokens.c.nonce, tokens.c.ciphertext).where(
+    tokens.c.service_id == bindparam("service"), tokens.c.key.in_(bindparam("keys", expanding=True))
+)
+
+# An audited read on PostgreSQL: the read and its audit row in one statement, so one round trip
+# and one commit (the chain trigger still links the row). Of the keys asked for, the first one
+# stored wins, and the row names it. It writes "success" only for a row under a key id this
+# keyring holds; the not-found row (naming missing_key) only when asked. Plain driver SQL: no
+# compilation per call, and psycopg prepares it on a connection after a few uses.
 _GET_AUDITED_PG = """
 WITH token AS (
-    SELECT key_id, nonce, ciphertext FROM tokens WHERE service_id = %(service)s AND key = %(key)s
+    SELECT key, key_id, nonce, ciphertext FROM tokens
+    WHERE service_id = %(service)s AND key = ANY(%(keys)s)
+    ORDER BY array_position(%(keys)s::text[], key::text) LIMIT 1
 ), audit AS (
     INSERT INTO audit_log (at, service_id, action, token_key, user_email, result, detail, tool)
-    SELECT %(at)s, %(service)s, 'get_token', %(key)s, %(user_email)s,
+    SELECT %(at)s, %(service)s, 'get_token', COALESCE(token.key, %(missing_key)s), %(user_email)s,
            CASE WHEN token.key_id IS NULL THEN 'failure' ELSE 'success' END,
-           CASE WHEN token.key_id IS NULL THEN 'not found' END, %(tool)s
+           CASE WHEN token.key_id IS NULL THEN %(missing_detail)s END, %(tool)s
     FROM (SELECT 1) AS one LEFT JOIN token ON true
     WHERE token.key_id = ANY(%(key_ids)s) OR (token.key_id IS NULL AND %(audit_missing)s)
 )
-SELECT key_id, nonce, ciphertext FROM token
+SELECT key, key_id, nonce, ciphertext FROM token
 """
 
 
 class _Undecryptable(Exception):
     """Raised inside a transaction to roll it back; carries the DecryptionError to report."""
 
-    def __init__(self, error: DecryptionError) -> None:
+    def __init__(self, key: str, error: DecryptionError) -> None:
         super().__init__(error.message)
+        self.key = key
         self.error = error
 
 
 @dataclass(frozen=True, slots=True)
 class _AuditedRead:
-    """The unit of work of ``get_audited``, run in one transaction on a worker thread."""
+    """The unit of work of an audited read, run in one transaction on a worker thread: the first
+    of ``keys`` stored, and its ``get_token`` row (or, when none is, a failure row naming the last
+    key with ``missing_detail``; no row when that is None)."""
 
     keyring: Keyring
     service: str
-    key: str
-    user_email: str
-    audit_missing: bool
-    event: Callable[..., AuditEvent]
-    audit_key: bytes | None
+    keys: tuple[str, ...]
+    actor: str
     tool: str | None
+    missing_detail: str | None
+    audit_key: bytes | None
 
-    def __call__(self, conn: Connection) -> tuple[str | None, DecryptionError | None]:
+    def event(self, key: str, result: Result, detail: str | None = None) -> AuditEvent:
+        return AuditEvent("get_token", self.service, key, self.actor, result, detail, tool=self.tool)
+
+    def __call__(self, conn: Connection) -> tuple[str, str | DecryptionError] | None:
+        """(key, value), or (key, error) once the error's failure row is written; None: nothing stored."""
         # One statement when the database links the audit row itself (PostgreSQL, unkeyed);
         # otherwise read, then append the row linked here (keyed, or SQLite).
         one_statement = conn.dialect.name == "postgresql" and self.audit_key is None
-        row = self._read_pg(conn) if one_statement else self._read(conn)
-        if row is None:
-            return None, None
+        found = self._read_pg(conn) if one_statement else self._read(conn)
+        if found is None:
+            return None
+        key, row = found
         try:
-            value = self.keyring.decrypt(self.service, self.key, row)
+            value = self.keyring.decrypt(self.service, key, row)
         except DecryptionError as exc:
             if one_statement and row.key_id in self.keyring:
-                raise _Undecryptable(exc) from None  # roll back the optimistic success row
-            append(conn, self.event("failure", exc.message), self.audit_key)
-            return None, exc
+                raise _Undecryptable(key, exc) from None  # roll back the optimistic success row
+            append(conn, self.event(key, "failure", exc.message), self.audit_key)
+            return key, exc
         if not one_statement:
-            append(conn, self.event("success"), self.audit_key)
-        return value, None
+            append(conn, self.event(key, "success"), self.audit_key)
+        return key, value
 
-    def _read_pg(self, conn: Connection) -> Envelope | None:
+    def _read_pg(self, conn: Connection) -> tuple[str, Envelope] | None:
         # One statement reads the row and writes its success row, inside a transaction that
         # commits only once the value decrypted: a row that does not authenticate (tampering)
         # rolls the success row back and gets a failure row instead.
@@ -137,22 +151,28 @@ class _AuditedRead:
         assert driver is not None
         parameters = {
             "service": self.service,
-            "key": self.key,
+            "keys": list(self.keys),
             "at": datetime.now(UTC),
-            "user_email": self.user_email,
+            "user_email": self.actor,
             "key_ids": list(self.keyring.ids),
-            "audit_missing": self.audit_missing,
+            "audit_missing": self.missing_detail is not None,
+            "missing_key": self.keys[-1],
+            "missing_detail": clip_detail(self.missing_detail),
             "tool": self.tool,
         }
         with driver_errors(conn):
             found = driver.execute(_GET_AUDITED_PG, parameters).fetchone()
-        return None if found is None else Envelope(found[0], bytes(found[1]), bytes(found[2]))
+        return None if found is None else (found[0], Envelope(found[1], bytes(found[2]), bytes(found[3])))
 
-    def _read(self, conn: Connection) -> Envelope | None:
-        row = _select_token(conn, self.service, self.key)
-        if row is None and self.audit_missing:
-            append(conn, self.event("failure", "not found"), self.audit_key)
-        return row
+    def _read(self, conn: Connection) -> tuple[str, Envelope] | None:
+        rows = {row.key: row for row in conn.execute(_SELECT_FIRST, {"service": self.service, "keys": self.keys})}
+        key = next((key for key in self.keys if key in rows), None)
+        if key is None:
+            if self.missing_detail is not None:
+                append(conn, self.event(self.keys[-1], "failure", self.missing_detail), self.audit_key)
+            return None
+        row = rows[key]
+        return key, Envelope(row.key_id, bytes(row.nonce), bytes(row.ciphertext))
 
 
 class DatabaseTokenStore:
@@ -229,22 +249,41 @@ class DatabaseTokenStore:
         the read and the success row are a single statement in a transaction that commits only
         after the value decrypted, so the log never records a hand-out that did not happen.
 
-        The failure row (undecryptable; not found unless ``audit_missing=False``, for a caller
-        that falls back to another key and audits the final miss itself) is committed before
-        the error is raised.
+        The failure row (undecryptable; "not found" unless ``audit_missing=False``) is committed
+        before the error is raised.
         """
-        actor = user_email or self.actor
-        event = functools.partial(AuditEvent, "get_token", service, key, actor, tool=tool)
-        read = _AuditedRead(self._keyring, service, key, actor, audit_missing, event, self._audit_key, tool)
+        found = await self._audited_read(service, (key,), user_email, tool, "not found" if audit_missing else None)
+        return None if found is None else found[1]
+
+    async def get_first_audited(
+        self, service: str, keys: Sequence[str], user_email: str | None = None, *, tool: str | None = None
+    ) -> tuple[str, str] | None:
+        """(key, value) of the first of ``keys`` stored, audited like ``get_audited`` in the same
+        single trip (one statement on unkeyed PostgreSQL): the success row names the key used.
+        When none is stored: None, and one failure row naming the last key (TokenNotFound's
+        message). The found row failing to decrypt raises DecryptionError; later keys are not tried.
+        """
+        if not keys:
+            raise ValueError("get_first_audited needs at least one key")
+        missing = str(TokenNotFound(service, keys[-1]))
+        return await self._audited_read(service, tuple(keys), user_email, tool, missing)
+
+    async def _audited_read(
+        self, service: str, keys: tuple[str, ...], user_email: str | None, tool: str | None, missing: str | None
+    ) -> tuple[str, str] | None:
+        read = _AuditedRead(self._keyring, service, keys, user_email or self.actor, tool, missing, self._audit_key)
         try:
-            value, error = await self.database.run(read)
+            found = await self.database.run(read)
         except _Undecryptable as undecryptable:
-            error = undecryptable.error
-            failure = event("failure", error.message)
+            failure = read.event(undecryptable.key, "failure", undecryptable.error.message)
             await self.database.run(functools.partial(append, event=failure, key=self._audit_key))
-        if error is not None:
-            raise error
-        return value
+            raise undecryptable.error from None
+        if found is None:
+            return None
+        key, value = found
+        if isinstance(value, DecryptionError):
+            raise value
+        return key, value
 
     async def list(self, service: str | None = None) -> list[TokenInfo]:
         return await list_tokens(self.database, service)

@@ -8,8 +8,10 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-Handler = Callable[[str, str, dict[str, str], bytes], tuple[int, Any]]
-"""(method, path with query, headers, body) -> (status, JSON-able body)."""
+Reply = tuple[int, Any] | tuple[int, Any, dict[str, str]]
+"""(status, JSON-able body) or (status, JSON-able body, extra response headers)."""
+Handler = Callable[[str, str, dict[str, str], bytes], Reply]
+"""(method, path with query, headers, body) -> Reply."""
 
 
 class LoopbackServer:
@@ -20,13 +22,14 @@ class LoopbackServer:
             def _handle(self) -> None:
                 length = int(self.headers.get("content-length") or 0)
                 body = self.rfile.read(length) if length else b""
-                status, payload = outer.handler(
+                status, payload, *extra = outer.handler(
                     self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body
                 )
                 data = json.dumps(payload).encode()
                 self.send_response(status)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(data)))
+                headers = {"content-type": "application/json", "content-length": str(len(data))}
+                for name, value in (headers | (extra[0] if extra else {})).items():
+                    self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(data)
 
@@ -38,7 +41,8 @@ class LoopbackServer:
         self.handler = handler
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _RequestHandler)
         self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        # A short poll interval: stop() waits for the loop to notice (0.5 s by default).
+        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), daemon=True)
 
     @property
     def url(self) -> str:

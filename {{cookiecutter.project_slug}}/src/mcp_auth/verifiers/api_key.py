@@ -1,4 +1,5 @@
-"""Database API keys (``mcpk_...``) presented as bearer tokens; the owner's email is the identity."""
+"""Database API keys (``mcpk_...``) presented as bearer tokens; the owner's email is the identity,
+the key's scopes its scopes."""
 
 from __future__ import annotations
 
@@ -17,4 +18,4 @@ class ApiKeyVerifier:
         if not credential.startswith(PREFIX):
             return None  # not an API key: another verifier (static bearer tokens) may know it
         info = await self._keys.authenticate(credential)
-        return Identity(subject=info.email, method="api_key", email=info.email)
+        return Identity(subject=info.email, method="api_key", email=info.email, scopes=info.scopes)

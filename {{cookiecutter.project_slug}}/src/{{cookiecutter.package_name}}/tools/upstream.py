@@ -14,6 +14,7 @@ import httpx
 import mcp_auth
 from fastmcp import FastMCP
 from fastmcp.exceptions import ToolError
+from fastmcp.server.auth import require_scopes
 
 from ..project import PROJECT, UPSTREAM_BASE_URL
 
@@ -71,6 +72,12 @@ async def upstream_get(path: str) -> Any:
         return {"text": response.text[:MAX_BODY_CHARS]}
 
 
+SCOPE = "upstream:read"
+"""Callers whose credential carries scopes need this one to call the tool."""
+
+
 def register(mcp: FastMCP) -> None:
     description = f"GET a path of the {PROJECT.service_name} API (e.g. /whoami) and return its JSON."
-    mcp.tool(upstream_get, description=description)
+    # auth: FastMCP's scope check (credentials without scopes may call every tool);
+    # the tag: resolve (and audit) the upstream token for this tool's calls.
+    mcp.tool(upstream_get, description=description, auth=require_scopes(SCOPE), tags={mcp_auth.NEEDS_UPSTREAM_TOKEN})
