@@ -11,6 +11,7 @@ from mcp_auth.asgi.app import build_http_app
 from mcp_auth.crypto import generate_key
 from mcp_auth.db import Database
 from mcp_auth.db.audit_log import list_events
+from mcp_auth.db.keys import ApiKeyStore
 from mcp_auth.runtime import Runtime
 from mcp_auth.testing.apps import DEMO_SCOPE, demo_app, demo_mcp
 from mcp_auth.testing.clients import MCP_HEADERS, jsonrpc, mcp_client, running
@@ -188,3 +189,19 @@ async def test_only_dispatchable_calls_of_tools_that_need_the_token_are_audited(
     assert untouched == []
     assert used.status_code == 200 and "default:ue" in used.text
     assert await token_reads(database) == [("default", "ci-bot", "success", "token_suffix")]
+
+
+async def test_an_api_key_without_the_tools_scope_gets_403_and_with_it_calls(store: tuple[Database, Runtime]) -> None:
+    database, runtime = store
+    keys = ApiKeyStore(database)
+    lacking = (await keys.create("ops@example.com", scopes=["other:write"])).key
+    holding = (await keys.create("dev@example.com", scopes=[DEMO_SCOPE])).key
+    await runtime.tokens.set("demo", "default", "shared-token-value")
+    async with running(build_http_app(demo_mcp(), runtime)) as http:
+        refused = await call(http, "token_suffix", bearer(lacking))
+        hidden = await listed(http, bearer(lacking))
+        allowed = await call(http, "token_suffix", bearer(holding))
+    assert refused.status_code == 403 and refused.json()["error"] == "insufficient_scope"
+    assert "token_suffix" not in hidden
+    assert allowed.status_code == 200 and "default:ue" in allowed.text
+    assert await token_reads(database) == [("default", "dev@example.com", "success", "token_suffix")]

@@ -7,7 +7,6 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -21,22 +20,6 @@ from mcp_auth.testing.oidc import DEFAULT_AUDIENCE, FakeAuthorizationServer, new
 from mcp_auth.verifiers import OidcVerifier
 from mcp_auth.verifiers.jwks import parse_jwks, tls_context
 from mcp_auth.verifiers.oidc import metadata_urls
-
-
-@pytest.fixture(scope="module")
-def authorization_server() -> Iterator[FakeAuthorizationServer]:
-    server = FakeAuthorizationServer().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def idp(authorization_server: FakeAuthorizationServer) -> Iterator[FakeAuthorizationServer]:
-    """The module's server, put back to serving normally after each test."""
-    authorization_server.requests.clear()
-    yield authorization_server
-    authorization_server.down, authorization_server.rfc8414 = False, True
-    authorization_server.metadata_overrides.clear()
 
 
 def verifier(idp: FakeAuthorizationServer, **options: Any) -> OidcVerifier:

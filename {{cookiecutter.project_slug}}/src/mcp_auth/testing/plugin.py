@@ -26,6 +26,7 @@ from mcp_auth.config import McpAuthSettings, ProjectInfo
 from mcp_auth.testing.cloudflare import FakeCloudflareAccess
 from mcp_auth.testing.database import *  # noqa: F403  (database, database_url, sqlite_url, ...)
 from mcp_auth.testing.database import EMBEDDED
+from mcp_auth.testing.oidc import FakeAuthorizationServer
 
 if TYPE_CHECKING:  # annotations only: the plugin loads before (and without) FastMCP
     from starlette.applications import Starlette
@@ -144,3 +145,20 @@ def cf_access(cloudflare_access: FakeCloudflareAccess) -> Iterator[FakeCloudflar
     """The session's fake, reset to serving after each test."""
     yield cloudflare_access
     cloudflare_access.down = False
+
+
+@pytest.fixture(scope="session")
+def authorization_server() -> Iterator[FakeAuthorizationServer]:
+    """A loopback OAuth 2.1 authorization server (RFC 8414 metadata, JWKS, registration, PKCE)."""
+    server = FakeAuthorizationServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def idp(authorization_server: FakeAuthorizationServer) -> Iterator[FakeAuthorizationServer]:
+    """The session's authorization server, put back to serving normally after each test."""
+    authorization_server.requests.clear()
+    yield authorization_server
+    authorization_server.down, authorization_server.rfc8414 = False, True
+    authorization_server.metadata_overrides.clear()
