@@ -151,7 +151,7 @@ class McpAuthSettings(BaseSettings):
     def _csv(cls, value: object) -> list[str]:
         return _split_csv(value)
 
-    @field_validator("cf_team_domain", "oidc_issuer", mode="before")
+    @field_validator("cf_team_domain", mode="before")
     @classmethod
     def _strip_slash(cls, value: object) -> object:
         if isinstance(value, str):
@@ -173,6 +173,7 @@ class McpAuthSettings(BaseSettings):
         "metrics_port",
         "otel_endpoint",
         "resource_url",
+        "oidc_issuer",
         "oidc_audience",
         "cf_group_scopes",
         "rate_limit",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
 
+import httpx
 from mcp_auth.identity import Identity
 
 
@@ -14,6 +15,15 @@ class CallContext:
     service: str
     token_key: str | None = None
     _token: str | None = field(default=None, repr=False)
+    _http: httpx.AsyncClient | None = field(default=None, repr=False)
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        """The server's pooled HTTP client for upstream calls (opened with the app, shared by all
+        calls: never close it). Pass the service token per request, never as a client default."""
+        if self._http is None:
+            raise _tool_error("no upstream HTTP client: the server opens one when it starts")
+        return self._http
 
     @property
     def service_token(self) -> str:

@@ -139,7 +139,8 @@ async def test_the_call_over_the_limit_gets_429_and_other_callers_are_unaffected
 async def test_failed_authentications_are_limited_per_address_but_discovery_probes_are_not() -> None:
     async with running(demo_app(MCP_RATE_LIMIT="1000/minute")) as http:
         probes = [await call(http, "whoami", {}) for _ in range(25)]
-        guesses = [await call(http, "whoami", bearer(secrets.token_urlsafe(32))) for _ in range(20)]
+        guesses = [await call(http, "whoami", bearer(secrets.token_urlsafe(32))) for _ in range(19)]
+        guesses.append(await call(http, "whoami", {"Cookie": "CF_Authorization=forged.jwt.value"}))
         blocked = await call(http, "whoami", bearer(DEMO_BEARER))  # even a good one, from this address
     assert {response.status_code for response in probes} == {401}
     assert {response.status_code for response in guesses} == {401}

@@ -66,6 +66,8 @@ async def test_groups_map_to_scopes(cf_access: FakeCloudflareAccess, groups: obj
         group_scopes=GROUP_SCOPES,
     )
     assert (await v.verify(cf_access.mint(groups=groups))).scopes == scopes
+    # Access puts identity-provider claims it passes through under "custom".
+    assert (await v.verify(cf_access.mint(custom={"groups": groups}))).scopes == scopes
 
 
 def test_parse_group_scopes() -> None:

@@ -185,7 +185,7 @@ def test_oidc_needs_issuer_and_audience_and_a_bearer_mode() -> None:
     refuses("MCP_OIDC_ISSUER must be an https:// URL", **BEARER, **OIDC | {"MCP_OIDC_ISSUER": "http://idp.example.com"})
     settings = make_settings(MCP_AUTH_MODE="bearer", **OIDC)  # OAuth tokens alone are enough for bearer mode
     settings.validate_startup()
-    assert settings.oidc_issuer == "https://login.example.com"
+    assert settings.oidc_issuer == "https://login.example.com/"  # an issuer is compared exactly: kept as given
 
 
 def test_resource_url_publishes_metadata_naming_the_authorization_server() -> None:
@@ -199,7 +199,7 @@ def test_resource_url_publishes_metadata_naming_the_authorization_server() -> No
         **CF, **(BEARER | {"MCP_AUTH_MODE": "both"}), MCP_RESOURCE_URL=resource
     ).protected_resource()
     explicit = make_settings(**BEARER, MCP_RESOURCE_URL=resource, MCP_AUTHORIZATION_SERVERS="https://a, https://b")
-    assert with_oidc is not None and with_oidc.authorization_servers == ("https://login.example.com",)
+    assert with_oidc is not None and with_oidc.authorization_servers == ("https://login.example.com/",)
     assert with_cf is not None and with_cf.authorization_servers == ("https://team.cloudflareaccess.com",)
     assert explicit.protected_resource() == type(with_oidc)(resource, ("https://a", "https://b"), name="demo-mcp")
     assert with_oidc.metadata_url == "https://mcp.example.com/.well-known/oauth-protected-resource/mcp"
@@ -208,6 +208,7 @@ def test_resource_url_publishes_metadata_naming_the_authorization_server() -> No
 
 def test_group_scopes_and_rate_limit_are_checked_at_start() -> None:
     refuses("MCP_CF_GROUP_SCOPES", **CF, **(BEARER | {"MCP_AUTH_MODE": "both"}), MCP_CF_GROUP_SCOPES="admins")
+    refuses("not a valid scope", **CF, **(BEARER | {"MCP_AUTH_MODE": "both"}), MCP_CF_GROUP_SCOPES='ops=a"b')
     refuses("MCP_RATE_LIMIT: .*120/minute", **BEARER, MCP_RATE_LIMIT="lots")
     settings = make_settings(**BEARER, MCP_RATE_LIMIT="120/minute", MCP_CF_GROUP_SCOPES="ops=a:read b;dev=c")
     settings.validate_startup()

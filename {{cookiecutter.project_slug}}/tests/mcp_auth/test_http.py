@@ -284,3 +284,26 @@ async def test_websocket_scopes_are_refused() -> None:
     )
     await middleware({"type": "websocket", "path": "/mcp", "headers": []}, receive, send)
     assert reached == [] and sent == [{"type": "websocket.close", "code": 1008}]
+
+
+async def test_tools_share_one_upstream_client_opened_and_closed_with_the_app() -> None:
+    """Tools reach upstream APIs through one pooled client per process (a client per call costs
+    ~50 ms of CPU); it lives exactly as long as the app."""
+    from fastmcp import FastMCP
+    from mcp_auth.context import current
+
+    mcp = FastMCP("demo")
+    clients: list[Any] = []
+
+    @mcp.tool
+    def client_id() -> int:
+        clients.append(current().http)
+        return id(clients[-1])
+
+    app = build_http_app(mcp, Runtime.from_settings(make_settings(**bearer_env())))
+    async with running(app):
+        async with mcp_client(app, {"Authorization": f"Bearer {DEMO_BEARER}"}) as client:
+            first = (await client.call_tool("client_id", {})).data
+            second = (await client.call_tool("client_id", {})).data
+        assert first == second and not clients[0].is_closed
+    assert clients[0].is_closed

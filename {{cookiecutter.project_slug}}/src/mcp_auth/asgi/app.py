@@ -23,6 +23,7 @@ from mcp_auth.observability.exporter import MetricsServer, multiprocess_dir
 from mcp_auth.observability.metrics import ToolNames
 from mcp_auth.runtime import Runtime
 from mcp_auth.tool_policies import ToolPolicies
+from mcp_auth.upstream_http import UpstreamHttp
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -43,12 +44,13 @@ def build_http_app(mcp: FastMCP, runtime: Runtime) -> Starlette:
     if resource is not None:
         _add_discovery(mcp, resource, policies)
     tool_names = ToolNames()
+    http = UpstreamHttp()
     mcp.add_middleware(ToolCallMetrics(tool_names))
     app = mcp.http_app(
         path=MCP_PATH,
         stateless_http=True,
         json_response=True,
-        middleware=_steps(runtime, policies, resource, tool_names),
+        middleware=_steps(runtime, policies, resource, tool_names, http),
     )
     inner_lifespan = app.router.lifespan_context
 
@@ -56,6 +58,7 @@ def build_http_app(mcp: FastMCP, runtime: Runtime) -> Starlette:
     async def lifespan(starlette_app: Starlette) -> AsyncIterator[None]:
         await policies.load(mcp)
         tool_names.names = policies.names
+        http.open()
         metrics_server = await _start_observability(runtime)
         remove_signal = _install_refresh_signal(runtime)
         # Tools calling mcp_auth.get_token() & co. share the server's store and audit log.
@@ -69,6 +72,7 @@ def build_http_app(mcp: FastMCP, runtime: Runtime) -> Starlette:
             with contextlib.suppress(asyncio.CancelledError):
                 await checkpoints
             restore()
+            await http.close()
             remove_signal()
             if metrics_server is not None:
                 await metrics_server.close()
@@ -81,7 +85,11 @@ def build_http_app(mcp: FastMCP, runtime: Runtime) -> Starlette:
 
 
 def _steps(
-    runtime: Runtime, policies: ToolPolicies, resource: ProtectedResource | None, tool_names: ToolNames
+    runtime: Runtime,
+    policies: ToolPolicies,
+    resource: ProtectedResource | None,
+    tool_names: ToolNames,
+    http: UpstreamHttp,
 ) -> list[Middleware]:
     """Observe, authenticate (and rate-limit), authorize the tool, resolve its upstream token."""
     public = PUBLIC_PATHS | (resource.paths if resource else frozenset())
@@ -95,6 +103,7 @@ def _steps(
             public_paths=public,
             resource=resource,
             rate_limits=runtime.settings.rate_limits(),
+            http=http,
         ),
         Middleware(
             ToolAuthorizationMiddleware,

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from fastmcp.server.auth import AccessToken
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp_auth.asgi.responses import send_rate_limited, send_unauthorized, send_unavailable
-from mcp_auth.authenticator import CF_HEADER, Authenticator, bearer_token, cloudflare_jwt
+from mcp_auth.authenticator import CF_COOKIE, CF_HEADER, Authenticator, bearer_token, cloudflare_jwt
 from mcp_auth.context import CallContext, bind, unbind
 from mcp_auth.discovery import ProtectedResource
 from mcp_auth.errors import AuthenticationFailed, McpAuthError, ServiceUnavailable
@@ -28,6 +28,7 @@ from mcp_auth.identity import Identity
 from mcp_auth.observability import metrics, tracing
 from mcp_auth.rate_limit import RateLimits, retry_after_header
 from mcp_auth.tool_policies import ToolPolicies
+from mcp_auth.upstream_http import UpstreamHttp
 from mcp_auth.verifiers.cloudflare import INVALID_JWT
 from starlette.authentication import AuthCredentials
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -69,6 +70,7 @@ class AuthenticationMiddleware:
         public_paths: frozenset[str] = PUBLIC_PATHS,
         resource: ProtectedResource | None = None,
         rate_limits: RateLimits | None = None,
+        http: UpstreamHttp | None = None,
     ) -> None:
         self.app = app
         self.authenticator = authenticator
@@ -77,6 +79,7 @@ class AuthenticationMiddleware:
         self.public_paths = public_paths | (resource.paths if resource else frozenset())
         self.resource = resource
         self.rate_limits = rate_limits or RateLimits()
+        self.http = http or UpstreamHttp()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan" or (scope["type"] == "http" and scope["path"] in self.public_paths):
@@ -91,7 +94,7 @@ class AuthenticationMiddleware:
         if identity is None:
             return
         tracing.set_current(**{tracing.ENDUSER_ID: identity.subject})
-        token = bind(CallContext(identity=identity, service=self.service))
+        token = bind(CallContext(identity=identity, service=self.service, _http=self.http.client))
         try:
             await self.app(scope, receive, send)
         finally:
@@ -102,6 +105,7 @@ class AuthenticationMiddleware:
         address = client_address(scope)
         failures = self.rate_limits.failed_auth_per_address
         if failures is not None and (wait := failures.peek(address)) is not None:
+            metrics.record_auth_failure("rate_limited")
             await send_rate_limited(send, retry_after_header(wait), "too many failed authentications; retry later")
             return None
         try:
@@ -162,7 +166,17 @@ def client_address(scope: Scope) -> str:
 
 
 def credential_sent(scope: Scope) -> bool:
-    return any(name.lower() in (b"authorization", CF_HEADER.encode()) for name, _ in scope["headers"])
+    """True when the request carries a credential: a bearer or Cloudflare header, or the
+    Cloudflare cookie (a guess in any of them counts against the address)."""
+    for name, value in scope["headers"]:
+        name = name.lower()
+        if name in _CREDENTIAL_HEADERS or (name == b"cookie" and _CF_COOKIE in value):
+            return True
+    return False
+
+
+_CREDENTIAL_HEADERS = (b"authorization", CF_HEADER.encode())
+_CF_COOKIE = (CF_COOKIE + "=").encode()
 
 
 _FINGERPRINT_KEY = secrets.token_bytes(32)

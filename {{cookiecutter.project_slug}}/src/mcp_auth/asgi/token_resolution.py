@@ -10,6 +10,7 @@ every other tool, never touches the token store.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 from mcp_auth.asgi.responses import send_unavailable
@@ -46,7 +47,8 @@ class TokenResolutionMiddleware:
 
     async def _resolve(self, send: Send, tool: str) -> CallContext | None:
         """The call with its token bound; None when a 503 was sent instead."""
-        identity = current().identity
+        call = current()
+        identity = call.identity
         try:
             resolved = await self.tokens.resolve(identity, tool)
         except ServiceUnavailable as exc:
@@ -62,6 +64,4 @@ class TokenResolutionMiddleware:
             logger.error("no upstream token", extra={"reason": message, "identity": identity.subject})
             await send_unavailable(send, message)
             return None
-        return CallContext(
-            identity=identity, service=self.tokens.service, token_key=resolved.key, _token=resolved.value
-        )
+        return dataclasses.replace(call, token_key=resolved.key, _token=resolved.value)

@@ -19,6 +19,7 @@ line, ``"auth": "dev"`` on /health, and the identity's auth method ``dev`` in au
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import ipaddress
 import logging
@@ -40,6 +41,7 @@ from mcp_auth.errors import McpAuthError, ServiceUnavailable
 from mcp_auth.identity import Identity
 from mcp_auth.logs import JsonFormatter, RedactingFilter, register_secret
 from mcp_auth.runtime import Runtime
+from mcp_auth.upstream_http import UpstreamHttp
 from starlette.types import ASGIApp
 
 if TYPE_CHECKING:  # annotations only: the stdio path imports FastMCP when it runs
@@ -316,8 +318,9 @@ def _serve_stdio(mcp: FastMCP, runtime: Runtime, caller: Identity) -> None:
     async def serve() -> None:
         await policies.load(mcp)
         restore = token_functions.use(runtime.tokens)
+        http = UpstreamHttp()
         # Bound before the server starts: every task it spawns (one per request) inherits it.
-        bound = bind(CallContext(identity=caller, service=runtime.settings.service_name))
+        bound = bind(CallContext(identity=caller, service=runtime.settings.service_name, _http=http.open()))
         try:
             await runtime.check()
         except ServiceUnavailable as exc:
@@ -327,6 +330,7 @@ def _serve_stdio(mcp: FastMCP, runtime: Runtime, caller: Identity) -> None:
         finally:
             unbind(bound)
             restore()
+            await http.close()
             await runtime.close()
 
     anyio.run(serve)
@@ -348,7 +352,8 @@ def _token_middleware(tokens: TokenService, policies: ToolPolicies) -> Any:
             policy = policies.get(context.message.name)
             if policy is None or not policy.needs_token:
                 return await call_next(context)
-            identity = current().identity
+            call = current()
+            identity = call.identity
             try:
                 resolved = await tokens.resolve(identity, context.message.name)
             except ServiceUnavailable as exc:
@@ -358,8 +363,7 @@ def _token_middleware(tokens: TokenService, policies: ToolPolicies) -> Any:
                     f"no {tokens.service} token is stored for {identity.subject!r} or 'default' "
                     f"(store: {tokens.store.name})"
                 )
-            call = CallContext(identity=identity, service=tokens.service, token_key=resolved.key, _token=resolved.value)
-            bound = bind(call)
+            bound = bind(dataclasses.replace(call, token_key=resolved.key, _token=resolved.value))
             try:
                 return await call_next(context)
             finally:

@@ -4,8 +4,10 @@ Checks per Cloudflare's docs: RS256 signature by a key of the team's JWKS, ``aud
 the application's AUD tags, ``iss`` is the team domain, ``exp``/``nbf``, ``type == "app"``.
 The unsigned ``Cf-Access-Authenticated-User-Email`` header is never read.
 
-Scopes come from the ``groups`` claim through a configured group -> scopes map
-(``MCP_CF_GROUP_SCOPES``); a caller in no mapped group carries no scopes (unrestricted).
+Scopes come from the caller's groups through a configured group -> scopes map
+(``MCP_CF_GROUP_SCOPES``); a caller in no mapped group carries no scopes (unrestricted). Groups
+are read from a top-level ``groups`` claim or, where Access passes identity-provider claims
+through (OIDC claims of the application), from ``custom.groups``.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from mcp_auth.identity import Identity
+from mcp_auth.scopes import parse_scopes
 from mcp_auth.verifiers.jwks import INVALID_JWT, JwksCache, invalid_jwt, verified_claims
 
 logger = logging.getLogger("mcp_auth.cloudflare")
@@ -46,7 +49,7 @@ class CloudflareAccessVerifier:
             subject=subject,
             method="cloudflare",
             email=email,
-            scopes=self._scopes(claims.get("groups")),
+            scopes=self._scopes(_groups(claims)),
             expires_at=int(claims["exp"]),  # PyJWT checked it converts
             claims=claims,
         )
@@ -91,6 +94,14 @@ class CloudflareAccessVerifier:
         return frozenset(scopes)
 
 
+def _groups(claims: dict[str, Any]) -> object:
+    groups = claims.get("groups")
+    custom = claims.get("custom")
+    if groups is None and isinstance(custom, dict):
+        groups = custom.get("groups")
+    return groups
+
+
 def parse_group_scopes(text: str) -> dict[str, frozenset[str]]:
     """``group=scope scope;group2=scope`` -> ``{"group": {"scope", ...}, ...}``.
 
@@ -102,7 +113,7 @@ def parse_group_scopes(text: str) -> dict[str, frozenset[str]]:
         if not entry.strip():
             continue  # tolerate a trailing ";"
         group, sep, scopes = entry.partition("=")
-        group, granted = group.strip(), frozenset(scopes.split())
+        group, granted = group.strip(), parse_scopes([scopes])
         if not sep or not group or not granted:
             raise ValueError(f"group scope entry {entry.strip()!r} is not 'group=scope [scope ...]'")
         mapping[group] = mapping.get(group, frozenset()) | granted
