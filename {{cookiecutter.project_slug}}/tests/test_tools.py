@@ -196,7 +196,10 @@ async def test_unexpected_tool_exceptions_are_masked(project: ProjectInfo, creat
         raise RuntimeError("db-primary.internal:5432 refused")
 
     mcp.tool(broken)
-    settings = load_settings(project, environ={"MCP_AUTH_MODE": "bearer", "MCP_BEARER_TOKENS": f"ci-bot={DEMO_BEARER}"})
+    settings = load_settings(
+        project,
+        environ={"MCP_AUTH_MODE": "bearer", "MCP_TOKEN_STORE": "env", "MCP_BEARER_TOKENS": f"ci-bot={DEMO_BEARER}"},
+    )
     app = mcp_auth.build_http_app(mcp, mcp_auth.Runtime.from_settings(settings))
     async with running(app), mcp_client(app, AUTH) as client:
         result = await client.call_tool("broken", {}, raise_on_error=False)
