@@ -31,6 +31,7 @@ import pytest
 from mcp_auth.cli import build_cli
 from mcp_auth.config import ProjectInfo, load_settings
 from mcp_auth.crypto import generate_key
+from mcp_auth.db import Database
 from mcp_auth.errors import McpAuthError
 from mcp_auth.logs import JsonFormatter, RedactingFilter
 from mcp_auth.testing.clients import MCP_HEADERS, jsonrpc, running
@@ -223,6 +224,7 @@ def test_no_secret_leaks_anywhere(
     project: ProjectInfo,
     create_app: AppFactory,
     database_url: str,
+    postgres_database: Database,  # empties the run's database first: its rotation covers every row
     sqlite_url: str,
     cf_access: FakeCloudflareAccess,
     capture: Capture,

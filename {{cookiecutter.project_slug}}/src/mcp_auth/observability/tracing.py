@@ -35,11 +35,20 @@ def tracer() -> trace.Tracer:
     return trace.get_tracer(TRACER_NAME)
 
 
+def _off() -> bool:
+    """True while no SDK provider is installed: every span would be a no-op, and skipping the
+    API's context bookkeeping saves ~10 us a span on the request path."""
+    return isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+
+
 @contextmanager
 def span(
     name: str, attributes: Mapping[str, Any] | None = None, *, kind: SpanKind = SpanKind.INTERNAL
 ) -> Iterator[Span]:
     """A child of the current span; None-valued attributes are left out."""
+    if _off():
+        yield trace.INVALID_SPAN
+        return
     attrs = {key: value for key, value in (attributes or {}).items() if value is not None}
     # Exceptions are recorded by type only: a message or a chained traceback from a driver or an
     # HTTP client could quote a host or a DSN.
@@ -57,6 +66,9 @@ def span(
 @contextmanager
 def server_span(name: str, headers: Mapping[str, str], attributes: Mapping[str, Any]) -> Iterator[Span]:
     """The request's SERVER span, continuing the caller's W3C ``traceparent`` when it sends one."""
+    if _off():
+        yield trace.INVALID_SPAN
+        return
     parent: Context = propagate.extract(headers)
     with tracer().start_as_current_span(
         name,
