@@ -6,7 +6,8 @@ template's docs/architecture.md.
 - Tools: ``current()`` (the caller and the upstream token of this call); a tool that needs the
   upstream token is tagged ``NEEDS_UPSTREAM_TOKEN``.
 - The spec's token API on the store configured from the environment: ``set_token``,
-  ``get_token``, ``delete_token``, ``rotate_key``; ``configure(PROJECT)`` names the project.
+  ``get_token``, ``delete_token``, ``rotate_key`` (and ``import_tokens``, many in one
+  transaction); ``configure(PROJECT)`` names the project.
 - Building a server: ``load_settings``, ``Runtime``, ``build_http_app``.
 """
 
@@ -27,7 +28,15 @@ from mcp_auth.errors import (
 )
 from mcp_auth.identity import Identity
 from mcp_auth.runtime import Runtime
-from mcp_auth.token_functions import close, configure, delete_token, get_token, rotate_key, set_token
+from mcp_auth.token_functions import (
+    close,
+    configure,
+    delete_token,
+    get_token,
+    import_tokens,
+    rotate_key,
+    set_token,
+)
 from mcp_auth.tokens import TokenService
 
 if TYPE_CHECKING:  # resolved lazily below: FastMCP is slow to import and CLI commands never need it
@@ -55,6 +64,7 @@ __all__ = [
     "current",
     "delete_token",
     "get_token",
+    "import_tokens",
     "load_settings",
     "rotate_key",
     "set_token",

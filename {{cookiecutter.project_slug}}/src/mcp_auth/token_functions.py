@@ -12,7 +12,7 @@ Code that prefers no globals builds a ``TokenService`` and calls the same method
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
 from mcp_auth.audit import AuditSink, LogAuditSink
@@ -21,7 +21,17 @@ from mcp_auth.config import ProjectInfo, load_settings
 from mcp_auth.stores.base import AuditedReads, TokenStore
 from mcp_auth.tokens import TokenService
 
-__all__ = ["close", "configure", "delete_token", "get_token", "isolated", "rotate_key", "set_token", "use"]
+__all__ = [
+    "close",
+    "configure",
+    "delete_token",
+    "get_token",
+    "import_tokens",
+    "isolated",
+    "rotate_key",
+    "set_token",
+    "use",
+]
 
 GENERIC_PROJECT = ProjectInfo(slug="mcp-server", service_name="service", service_token_env="SERVICE_API_TOKEN")
 
@@ -100,6 +110,14 @@ async def get_token(service: str, key: str) -> str | None:
 async def delete_token(service: str, key: str) -> bool:
     """True when a token was deleted, False when none was stored."""
     return await _current().delete(service, key)
+
+
+async def import_tokens(rows: Iterable[tuple[str, str, str]]) -> int:
+    """Store many (service, key, value) tokens in one transaction, all or nothing (one
+    ``set_token`` audit row each); returns how many. A ValueError names the first bad row (a
+    name ``set`` refuses, an empty value, a (service, key) twice); ReadOnlyStore on the env and
+    Infisical stores."""
+    return await _current().import_many(rows)
 
 
 async def rotate_key(old_key: str, new_key: str) -> int:

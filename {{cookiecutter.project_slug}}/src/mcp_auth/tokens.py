@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from mcp_auth.audit import AuditEvent, AuditSink, LogAuditSink, Result
@@ -21,7 +21,7 @@ from mcp_auth.identity import Identity
 from mcp_auth.logs import register_secret
 from mcp_auth.observability import tracing
 from mcp_auth.observability.metrics import timed
-from mcp_auth.stores.base import DEFAULT_KEY, AuditedReads, RotatableStore, TokenStore
+from mcp_auth.stores.base import DEFAULT_KEY, AuditedReads, BulkWritableStore, RotatableStore, TokenStore
 
 logger = logging.getLogger("mcp_auth.tokens")
 
@@ -212,3 +212,15 @@ class TokenService:
 
     async def close(self) -> None:
         await self.store.close()
+
+    async def import_many(self, rows: Iterable[tuple[str, str, str]]) -> int:
+        """Store many (service, key, value) tokens in one transaction, all or nothing, one
+        ``set_token`` audit row each; returns how many. A ValueError (InvalidTokenRow) names the
+        first bad row: a name ``set`` refuses, an empty value, a (service, key) given twice.
+        ReadOnlyStore on the env and Infisical stores."""
+        if not isinstance(self.store, BulkWritableStore):
+            raise ReadOnlyStore(
+                f"importing tokens needs MCP_TOKEN_STORE=postgres (the {self.store.name} store is read-only)"
+            )
+        with self._timed("import"):
+            return await self.store.import_many(rows)

@@ -26,7 +26,7 @@ from mcp_auth.token_functions import configure
 from typer.core import TyperGroup
 
 SUBCOMMANDS = {
-    "tokens": "Upstream tokens in the database: set, get, delete, list, rotate-key, import-env.",
+    "tokens": "Upstream tokens in the database: set, get, delete, list, import, rotate-key, import-env.",
     "keys": "API keys callers present as bearer tokens: create, list, revoke.",
     "audit": "The audit log: list, verify, checkpoint.",
     "db": "Database schema: upgrade.",

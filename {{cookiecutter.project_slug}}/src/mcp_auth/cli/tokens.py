@@ -1,4 +1,4 @@
-"""``tokens set|get|delete|list|rotate-key|import-env``: upstream tokens in the database store.
+"""``tokens set|get|delete|list|rotate-key|import-env|import``: upstream tokens in the database store.
 
 Values travel only through stdin/stdout, never argv (argv shows up in ``ps`` and shell history).
 Writes and reads are audited as MCP_OPERATOR_EMAIL.
@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from enum import StrEnum
 from typing import Annotated
 
 import typer
@@ -23,12 +24,13 @@ from mcp_auth.errors import McpAuthError, TokenNotFound
 from mcp_auth.stores.base import DEFAULT_KEY
 from mcp_auth.stores.database import DatabaseTokenStore
 from mcp_auth.stores.database import list_tokens as stored_tokens
+from mcp_auth.token_import import InvalidTokenRow, Row, name_problem, parse
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 app = typer.Typer(
     no_args_is_help=True,
-    help="Upstream tokens in the database: set, get, delete, list, rotate-key, import-env.",
+    help="Upstream tokens in the database: set, get, delete, list, rotate-key, import-env, import.",
 )
 
 Service = Annotated[str, typer.Argument(help="Upstream service id, e.g. the project's service name.")]
@@ -53,8 +55,9 @@ def open_store(ctx: typer.Context, keyring: Keyring | None = None) -> Iterator[D
 
 def _names(service: str, key: str) -> None:
     for label, value in (("SERVICE", service), ("KEY", key)):
-        if not value.strip() or len(value) > 255:
-            fail(f"{label} must be 1 to 255 characters")
+        problem = name_problem(label, value)  # `tokens import` checks each row's names with it too
+        if problem is not None:
+            fail(problem)
 
 
 def fingerprint(value: str) -> str:
@@ -217,3 +220,49 @@ def import_env(
         f"sha256 {digest} verified by reading it back"
     )
     typer.echo(f'check: printf %s "${variable}" | sha256sum | cut -c1-12   # should print {digest}', err=True)
+
+
+class ImportFormat(StrEnum):
+    jsonl = "jsonl"
+    csv = "csv"
+
+
+def _read_rows(input_format: ImportFormat | None) -> list[Row]:
+    """The checked rows on stdin; exit 1 naming the first bad line (nothing is written then)."""
+    stdin = sys.stdin
+    if stdin.isatty():
+        fail("pipe the tokens in on stdin, e.g. ... tokens import < tokens.jsonl (JSON lines or CSV)")
+    data = stdin.buffer.read()
+    try:
+        text = data.decode("utf-8-sig")  # -sig: spreadsheets save CSV with a byte-order mark
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        fail(f"line {line}: not UTF-8 text")
+    try:
+        rows = parse(text, None if input_format is None else input_format.value)
+    except InvalidTokenRow as exc:
+        fail(str(exc))
+    if not rows:
+        fail('no tokens on stdin (JSON lines {"service": ..., "key": ..., "value": ...} or CSV service,key,value)')
+    return rows
+
+
+@app.command("import")
+def import_tokens(
+    ctx: typer.Context,
+    input_format: Annotated[
+        ImportFormat | None,
+        typer.Option("--format", help="jsonl or csv (default: jsonl when the first non-blank line starts with '{')."),
+    ] = None,
+) -> None:
+    """Store many tokens read from stdin in one transaction (all or nothing): JSON lines
+    {"service": ..., "key": ..., "value": ...} or CSV service,key,value (header row optional).
+    Existing tokens are replaced; each token gets a set_token audit row."""
+    rows = _read_rows(input_format)
+    started = time.perf_counter()
+    with open_store(ctx) as store:
+        count = call(lambda: store.import_many(rows))
+        target = store.keyring.current_id
+    elapsed = time.perf_counter() - started
+    noun = "token" if count == 1 else "tokens"
+    typer.echo(f"imported {count} {noun} (key id {target}) in {elapsed:.2f} s")

@@ -95,7 +95,7 @@ def instruments() -> Instruments:
         ),
         token_store=Histogram(
             "mcp_token_store_duration_seconds",
-            "Token store operations by store (env, postgres, infisical) and operation (get, check, set, "
+            "Token store operations by store (env, postgres, infisical) and operation (get, check, set, import, "
             "delete). A postgres 'get' includes the audit row written in the same transaction.",
             ["store", "operation"],
             buckets=_LATENCY_BUCKETS,

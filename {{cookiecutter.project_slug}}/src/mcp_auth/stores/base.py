@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Protocol, runtime_checkable
 
 from mcp_auth.audit import AuditSink
@@ -78,3 +78,13 @@ class RotatableStore(Protocol):
 
 DEFAULT_KEY = "default"
 """The key of the shared token (what ``tokens import-env`` writes)."""
+
+
+@runtime_checkable
+class BulkWritableStore(Protocol):
+    """A store that writes many tokens in one transaction (``tokens import``)."""
+
+    async def import_many(self, rows: Iterable[tuple[str, str, str]]) -> int:
+        """Store every (service, key, value), all or nothing, one ``set_token`` audit row each;
+        returns how many. A ValueError names the first row refused (nothing is written then)."""
+        ...

@@ -13,7 +13,7 @@ import contextlib
 import functools
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -24,6 +24,7 @@ from mcp_auth.config import McpAuthSettings
 from mcp_auth.crypto import Envelope, Keyring, parse_key
 from mcp_auth.db import Database, as_utc, open_database
 from mcp_auth.db.audit_log import DatabaseAuditSink, append
+from mcp_auth.db.bulk_write import IMPORT_DETAIL, import_rows
 from mcp_auth.db.engine import driver_errors
 from mcp_auth.db.models import retired_encryption_keys as retired
 from mcp_auth.db.models import tokens
@@ -32,6 +33,7 @@ from mcp_auth.errors import ConfigError, DecryptionError, McpAuthError, ServiceU
 from mcp_auth.observability import tracing
 from mcp_auth.observability.metrics import observe
 from mcp_auth.stores.base import DEFAULT_KEY
+from mcp_auth.token_import import check_rows
 from sqlalchemy import Table, bindparam, delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
@@ -468,6 +470,42 @@ class DatabaseTokenStore:
     async def close(self) -> None:
         if self._owns_database:
             self.database.close()
+
+    async def import_many(self, rows: Iterable[tuple[str, str, str]]) -> int:
+        """Store many (service, key, value) tokens in ONE transaction, all or nothing: each
+        encrypted and upserted as ``set`` does, with its own ``set_token`` audit row (detail
+        ``import``). Returns how many. InvalidTokenRow (a ValueError) names the first bad row
+        (mcp_auth.token_import.check_rows: a bad name, an empty value, a (service, key) twice);
+        then nothing is written. Like ``set``: the writers' lock, and no retired current key.
+        """
+        checked = check_rows(rows)
+        if not checked:
+            return 0
+
+        def tx(conn: Connection) -> None:
+            self._lock_for_write(conn)
+            now = datetime.now(UTC)
+            import_rows(conn, self._keyring, checked, actor=self.actor, now=now, audit_key=self._audit_key)
+
+        def locked() -> None:
+            with self._write_lock:  # as in _audited: encrypt under the keyring a rotation installs
+                self.database.run_sync(tx)
+
+        try:
+            await anyio.to_thread.run_sync(locked)
+        except ServiceUnavailable:
+            raise  # the database cannot take the failure row either
+        except McpAuthError as exc:
+            # One row for the refused import (a refused ``set`` leaves one too); per-token rows
+            # would claim writes that never happened.
+            services = {service for service, _, _ in checked}
+            service = services.pop() if len(services) == 1 else ROTATION_SERVICE
+            detail = f"{IMPORT_DETAIL} of {len(checked)} tokens refused: {exc.message}"
+            failure = AuditEvent("set_token", service, None, self.actor, "failure", detail)
+            with contextlib.suppress(ServiceUnavailable):  # report the refusal, not the outage
+                await self.database.run(functools.partial(append, event=failure, key=self._audit_key))
+            raise
+        return len(checked)
 
 
 async def list_tokens(database: Database, service: str | None = None) -> list[TokenInfo]:
