@@ -22,6 +22,7 @@ from mcp_auth.stores.base import TokenStore
 from mcp_auth.stores.database import DatabaseTokenStore
 from mcp_auth.testing.settings import make_settings
 from sqlalchemy import Row, Table, select, text, update
+from sqlalchemy import event as sqlalchemy_event
 
 OPERATOR = "ops@example.com"
 
@@ -158,6 +159,35 @@ async def test_tampered_row_is_audited_as_failure_only(database: Database) -> No
     after = rows(database, audit_log)[before:]
     assert [(r.action, r.result, r.user_email) for r in after] == [("get_token", "failure", "alice@example.com")]
     assert "modified" in after[0].detail
+
+
+async def test_concurrent_reads_share_a_commit_and_a_bad_row_fails_alone(database: Database) -> None:
+    """Reads that arrive together are committed together (one transaction, one chain lock); one
+    whose row was tampered with rolls that batch back, fails on its own with a failure row, and
+    every other caller still gets its token with its own success row."""
+    store = make_store(database, generate_key())
+    for index in range(6):
+        await store.set("demo", f"user{index}", f"secret-{index}")
+    with database.engine.begin() as conn:
+        (row,) = conn.execute(select(tokens.c.ciphertext).where(tokens.c.key == "user3")).all()
+        damaged = bytes([row.ciphertext[0] ^ 0xFF]) + bytes(row.ciphertext[1:])
+        conn.execute(update(tokens).where(tokens.c.key == "user3").values(ciphertext=damaged))
+    statements: list[str] = []
+    sqlalchemy_event.listen(database.engine, "begin", lambda conn: statements.append("begin"))
+    reads = [store.get_audited("demo", f"user{index}", f"caller{index}@example.com") for index in range(6)]
+    results = await asyncio.gather(*reads, return_exceptions=True)
+    assert [r for i, r in enumerate(results) if i != 3] == [f"secret-{i}" for i in range(6) if i != 3]
+    assert isinstance(results[3], DecryptionError)
+    found = [(key, result, user) for key, result, user, _, _ in get_token_rows(database)]
+    assert sorted(found) == sorted(
+        [(f"user{i}", "success", f"caller{i}@example.com") for i in range(6) if i != 3]
+        + [("user3", "failure", "caller3@example.com")]
+    )
+    assert (await verify_chain(database)).ok
+    healthy = [store.get_audited("demo", f"user{index}", "again@example.com") for index in (0, 1, 2, 4, 5)]
+    statements.clear()
+    assert await asyncio.gather(*healthy) == [f"secret-{i}" for i in (0, 1, 2, 4, 5)]
+    assert statements == ["begin"]  # five concurrent reads, one transaction
 
 
 def get_token_rows(database: Database) -> list[tuple[str, str, str, str | None, str | None]]:

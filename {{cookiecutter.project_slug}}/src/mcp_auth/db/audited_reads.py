@@ -1,0 +1,189 @@
+"""Audited reads of upstream tokens: the read and its ``get_token`` audit row in one
+transaction, and the group commit that lets concurrent reads share one.
+
+Concurrent reads of one event loop are batched: one worker-thread trip, one transaction, so the
+audit chain's lock and the commit (a WAL flush) are paid once per batch instead of once per read;
+every caller still returns only after its own row is committed. A read that cannot decrypt rolls
+its batch back, and each read of that batch then runs on its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from mcp_auth.audit import AuditEvent, Result, clip_detail
+from mcp_auth.crypto import Envelope, Keyring
+from mcp_auth.db.audit_log import append
+from mcp_auth.db.engine import Database, driver_errors
+from mcp_auth.db.models import tokens
+from mcp_auth.errors import DecryptionError
+from sqlalchemy import bindparam, select
+from sqlalchemy.engine import Connection
+
+Found = tuple[str, str | DecryptionError] | None
+"""(key, value), or (key, error) once the error's failure row is written; None: nothing stored."""
+
+_SELECT_FIRST = select(tokens.c.key, tokens.c.key_id, tokens.c.nonce, tokens.c.ciphertext).where(
+    tokens.c.service_id == bindparam("service"), tokens.c.key.in_(bindparam("keys", expanding=True))
+)
+
+# An audited read on PostgreSQL: the read and its audit row in one statement, so one round trip
+# and one commit (the chain trigger still links the row). Of the keys asked for, the first one
+# stored wins, and the row names it. It writes "success" only for a row under a key id this
+# keyring holds; the not-found row (naming missing_key) only when asked. Plain driver SQL: no
+# compilation per call, and psycopg prepares it on a connection after a few uses.
+_GET_AUDITED_PG = """
+WITH token AS (
+    SELECT key, key_id, nonce, ciphertext FROM tokens
+    WHERE service_id = %(service)s AND key = ANY(%(keys)s)
+    ORDER BY array_position(%(keys)s::text[], key::text) LIMIT 1
+), audit AS (
+    INSERT INTO audit_log (at, service_id, action, token_key, user_email, result, detail, tool)
+    SELECT %(at)s, %(service)s, 'get_token', COALESCE(token.key, %(missing_key)s), %(user_email)s,
+           CASE WHEN token.key_id IS NULL THEN 'failure' ELSE 'success' END,
+           CASE WHEN token.key_id IS NULL THEN %(missing_detail)s END, %(tool)s
+    FROM (SELECT 1) AS one LEFT JOIN token ON true
+    WHERE token.key_id = ANY(%(key_ids)s) OR (token.key_id IS NULL AND %(audit_missing)s)
+)
+SELECT key, key_id, nonce, ciphertext FROM token
+"""
+
+
+class Undecryptable(Exception):
+    """Raised inside a transaction to roll it back; carries the DecryptionError to report."""
+
+    def __init__(self, key: str, error: DecryptionError) -> None:
+        super().__init__(error.message)
+        self.key = key
+        self.error = error
+
+
+@dataclass(frozen=True, slots=True)
+class AuditedRead:
+    """The unit of work of an audited read, run in one transaction on a worker thread: the first
+    of ``keys`` stored, and its ``get_token`` row (or, when none is, a failure row naming the last
+    key with ``missing_detail``; no row when that is None)."""
+
+    keyring: Keyring
+    service: str
+    keys: tuple[str, ...]
+    actor: str
+    tool: str | None
+    missing_detail: str | None
+    audit_key: bytes | None
+
+    def event(self, key: str, result: Result, detail: str | None = None) -> AuditEvent:
+        return AuditEvent("get_token", self.service, key, self.actor, result, detail, tool=self.tool)
+
+    def __call__(self, conn: Connection) -> tuple[str, str | DecryptionError] | None:
+        """(key, value), or (key, error) once the error's failure row is written; None: nothing stored."""
+        # One statement when the database links the audit row itself (PostgreSQL, unkeyed);
+        # otherwise read, then append the row linked here (keyed, or SQLite).
+        one_statement = conn.dialect.name == "postgresql" and self.audit_key is None
+        found = self._read_pg(conn) if one_statement else self._read(conn)
+        if found is None:
+            return None
+        key, row = found
+        try:
+            value = self.keyring.decrypt(self.service, key, row)
+        except DecryptionError as exc:
+            if one_statement and row.key_id in self.keyring:
+                raise Undecryptable(key, exc) from None  # roll back the optimistic success row
+            append(conn, self.event(key, "failure", exc.message), self.audit_key)
+            return key, exc
+        if not one_statement:
+            append(conn, self.event(key, "success"), self.audit_key)
+        return key, value
+
+    def _read_pg(self, conn: Connection) -> tuple[str, Envelope] | None:
+        # One statement reads the row and writes its success row, inside a transaction that
+        # commits only once the value decrypted: a row that does not authenticate (tampering)
+        # rolls the success row back and gets a failure row instead.
+        driver = conn.connection.driver_connection
+        assert driver is not None
+        parameters = {
+            "service": self.service,
+            "keys": list(self.keys),
+            "at": datetime.now(UTC),
+            "user_email": self.actor,
+            "key_ids": list(self.keyring.ids),
+            "audit_missing": self.missing_detail is not None,
+            "missing_key": self.keys[-1],
+            "missing_detail": clip_detail(self.missing_detail),
+            "tool": self.tool,
+        }
+        with driver_errors(conn):
+            found = driver.execute(_GET_AUDITED_PG, parameters).fetchone()
+        return None if found is None else (found[0], Envelope(found[1], bytes(found[2]), bytes(found[3])))
+
+    def _read(self, conn: Connection) -> tuple[str, Envelope] | None:
+        rows = {row.key: row for row in conn.execute(_SELECT_FIRST, {"service": self.service, "keys": self.keys})}
+        key = next((key for key in self.keys if key in rows), None)
+        if key is None:
+            if self.missing_detail is not None:
+                append(conn, self.event(self.keys[-1], "failure", self.missing_detail), self.audit_key)
+            return None
+        row = rows[key]
+        return key, Envelope(row.key_id, bytes(row.nonce), bytes(row.ciphertext))
+
+
+class ReadBatches:
+    """The pending reads of each event loop and the task that drains them (group commit)."""
+
+    def __init__(self, database: Database) -> None:
+        self._database = database
+        self._queues: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Queue] = weakref.WeakKeyDictionary()
+
+    async def submit(self, read: AuditedRead) -> Found:
+        loop = asyncio.get_running_loop()
+        queue = self._queues.get(loop)
+        if queue is None:
+            queue = self._queues[loop] = _Queue(self._database)
+        return await queue.submit(read)
+
+
+class _Queue:
+    def __init__(self, database: Database) -> None:
+        self._database = database
+        self._pending: list[tuple[AuditedRead, asyncio.Future[Found]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def submit(self, read: AuditedRead) -> Found:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Found] = loop.create_future()
+        self._pending.append((read, future))
+        if self._flusher is None or self._flusher.done():
+            # A task of its own: a caller that is cancelled must not abort the others' batch.
+            self._flusher = loop.create_task(self._flush())
+        return await future
+
+    async def _flush(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            outcomes = await self._run([read for read, _ in batch])
+            for (_, future), outcome in zip(batch, outcomes, strict=True):
+                if future.done():  # its caller was cancelled
+                    continue
+                if isinstance(outcome, BaseException):
+                    future.set_exception(outcome)
+                else:
+                    future.set_result(outcome)
+
+    async def _run(self, reads: list[AuditedRead]) -> list[Found | BaseException]:
+        if len(reads) > 1:
+            try:
+                return list(await self._database.run(lambda conn: [read(conn) for read in reads]))
+            except Undecryptable:
+                pass  # rolled back: find out whose it was, each read in a transaction of its own
+            except Exception as exc:
+                return [exc] * len(reads)
+        outcomes: list[Found | BaseException] = []
+        for read in reads:
+            try:
+                outcomes.append(await self._database.run(read))
+            except Exception as exc:
+                outcomes.append(exc)
+        return outcomes
