@@ -97,7 +97,7 @@ def test_operator_session_leaves_no_secret_anywhere(pg: Vault) -> None:
     token, env_token = "upstream-token-" + "a1b2c3d4e5f6", "env-token-" + "f6e5d4c3b2a1"
     first_key, second_key, third_key = pg.key, generate_key(), generate_key()
 
-    assert pg.ok("db", "upgrade").stdout == "database schema at revision 0003 (head)\n"
+    assert pg.ok("db", "upgrade").stdout == "database schema at revision 0004 (head)\n"
 
     assert "stored demo/default" in pg.ok("tokens", "set", "demo", "default", input=token + "\n").stdout
     assert pg.ok("tokens", "get", "demo", "default").stdout == token + "\n"

@@ -16,7 +16,7 @@ from sqlalchemy import func, inspect, select, update
 from sqlalchemy.engine import Connection
 
 TABLES = {"tokens", "audit_log", "api_keys", "retired_encryption_keys"}
-HEAD = "0003"
+HEAD = "0004"
 
 
 def test_start_up_check_opens_the_minimum_pool(postgres_database: Database) -> None:
@@ -34,7 +34,7 @@ def test_migrated_schema_matches_the_models(database: Database) -> None:
     require_schema(database)
 
 
-def test_head_is_0003() -> None:
+def test_head_is_0004() -> None:
     assert migrations.head_revisions() == {HEAD}
 
 
