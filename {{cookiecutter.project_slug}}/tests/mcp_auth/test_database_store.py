@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import threading
 import time
 from typing import Any
@@ -382,6 +383,24 @@ async def test_from_settings_uses_env_keys_and_operator(database: Database) -> N
     await store.set("demo", "default", "v")
     await store.close()  # does not close a database it was handed
     assert await store.get("demo", "default") == "v"
+
+
+async def test_a_database_that_hangs_is_a_503_within_the_deadline() -> None:
+    """A server that accepts connections and then never answers (frozen, or a black-holing
+    network) must not hang a request: work with a deadline gives up with a 503."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # accepted by the kernel, never answered
+        port = silent.getsockname()[1]
+        database = Database.from_url(f"postgresql://admin@127.0.0.1:{port}/vault", slug="demo-mcp")
+        try:
+            started = time.monotonic()
+            with pytest.raises(ServiceUnavailable, match=r"^PostgreSQL did not answer within 0.3 s$"):
+                await database.run(lambda conn: conn.execute(text("SELECT 1")).scalar_one(), deadline=0.3)
+            assert time.monotonic() - started < 1.0
+        finally:
+            database.close()
+    assert db_module.REQUEST_DEADLINE_SECONDS < 2.0  # the contract: 503 within 2 s
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from mcp_auth.audit import AuditEvent, Result, clip_detail
 from mcp_auth.crypto import Envelope, Keyring
 from mcp_auth.db.audit_log import append
-from mcp_auth.db.engine import Database, driver_errors
+from mcp_auth.db.engine import REQUEST_DEADLINE_SECONDS, Database, driver_errors
 from mcp_auth.db.models import tokens
 from mcp_auth.errors import DecryptionError
 from sqlalchemy import bindparam, select
@@ -175,7 +175,8 @@ class _Queue:
     async def _run(self, reads: list[AuditedRead]) -> list[Found | BaseException]:
         if len(reads) > 1:
             try:
-                return list(await self._database.run(lambda conn: [read(conn) for read in reads]))
+                work = lambda conn: [read(conn) for read in reads]  # noqa: E731
+                return list(await self._database.run(work, deadline=REQUEST_DEADLINE_SECONDS))
             except Undecryptable:
                 pass  # rolled back: find out whose it was, each read in a transaction of its own
             except Exception as exc:
@@ -183,7 +184,7 @@ class _Queue:
         outcomes: list[Found | BaseException] = []
         for read in reads:
             try:
-                outcomes.append(await self._database.run(read))
+                outcomes.append(await self._database.run(read, deadline=REQUEST_DEADLINE_SECONDS))
             except Exception as exc:
                 outcomes.append(exc)
         return outcomes

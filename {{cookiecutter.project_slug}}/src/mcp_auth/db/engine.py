@@ -45,6 +45,10 @@ POOL_MIN = 2
 POOL_MAX = 10
 CONNECT_TIMEOUT_SECONDS = 3
 POOL_TIMEOUT_SECONDS = 5
+REQUEST_DEADLINE_SECONDS = 1.8
+"""How long work on a request's path (a token hand-out, an API-key check, /status) may take before
+the caller gets a 503: a database that hangs (rather than refusing connections) must not hang the
+request; the contract is a 503 within 2 s."""
 # Server-side idle timeouts and load balancers drop old connections; recycle before they do.
 POOL_RECYCLE_SECONDS = 1800
 # A connection idle this long is pinged before use (see _ping_when_idle).
@@ -180,15 +184,31 @@ class Database:
 
     # ----- running work --------------------------------------------------------------------
 
-    async def run(self, work: Callable[[Connection], T], *, autocommit: bool = False, retry: bool = False) -> T:
+    async def run(
+        self,
+        work: Callable[[Connection], T],
+        *,
+        autocommit: bool = False,
+        retry: bool = False,
+        deadline: float | None = None,
+    ) -> T:
         """Run ``work(connection)`` in one transaction on a worker thread.
 
         ``autocommit=True`` is for work whose statements each stand alone: on PostgreSQL they
         then skip the BEGIN and COMMIT round trips. ``retry=True`` is for idempotent work: it
         runs once more when the connection turned out to be dead (see _ping_when_idle).
+        ``deadline``: seconds after which the caller gets ServiceUnavailable while the thread is
+        left to finish (a thread cannot be interrupted; its work may still commit later).
         """
         call = functools.partial(self.run_sync, work, autocommit=autocommit, retry=retry)
-        return await anyio.to_thread.run_sync(call)
+        if deadline is None:
+            return await anyio.to_thread.run_sync(call)
+        try:
+            with anyio.fail_after(deadline):
+                return await anyio.to_thread.run_sync(call, abandon_on_cancel=True)
+        except TimeoutError:
+            logger.warning("%s did not answer within %.1f s", self.label, deadline)
+            raise ServiceUnavailable(f"{self.label} did not answer within {deadline:g} s") from None
 
     def run_sync(self, work: Callable[[Connection], T], *, autocommit: bool = False, retry: bool = False) -> T:
         try:
@@ -232,7 +252,12 @@ class Database:
 
     async def check(self) -> None:
         """Readiness probe: one round trip, ServiceUnavailable when the database cannot answer."""
-        await self.run(lambda conn: conn.execute(text("SELECT 1")).scalar_one(), autocommit=True, retry=True)
+        await self.run(
+            lambda conn: conn.execute(text("SELECT 1")).scalar_one(),
+            autocommit=True,
+            retry=True,
+            deadline=REQUEST_DEADLINE_SECONDS,
+        )
 
     def close(self) -> None:
         self.engine.dispose()

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from mcp_auth.db.engine import Database, as_utc
+from mcp_auth.db.engine import REQUEST_DEADLINE_SECONDS, Database, as_utc
 from mcp_auth.db.models import api_keys
 from mcp_auth.errors import AuthenticationFailed
 from mcp_auth.scopes import is_scope
@@ -189,7 +189,7 @@ class ApiKeyStore:
             return info
 
         # Safe to retry: a read plus an idempotent "touch".
-        info = await self.database.run(work, autocommit=True, retry=True)
+        info = await self.database.run(work, autocommit=True, retry=True, deadline=REQUEST_DEADLINE_SECONDS)
         if info is None:
             raise AuthenticationFailed("Invalid API key")
         if info.revoked_at is not None:

@@ -26,6 +26,7 @@ from mcp_auth.db import Database, as_utc, open_database
 from mcp_auth.db.audit_log import DatabaseAuditSink, append
 from mcp_auth.db.audited_reads import AuditedRead, ReadBatches, Undecryptable
 from mcp_auth.db.bulk_write import IMPORT_DETAIL, import_rows
+from mcp_auth.db.engine import REQUEST_DEADLINE_SECONDS
 from mcp_auth.db.models import retired_encryption_keys as retired
 from mcp_auth.db.models import tokens
 from mcp_auth.db.reencryption import Progress, reencrypt_all
@@ -194,7 +195,10 @@ class DatabaseTokenStore:
             return
         service = self._service_name
         row = await self.database.run(
-            functools.partial(_select_token, service=service, key=DEFAULT_KEY), autocommit=True, retry=True
+            functools.partial(_select_token, service=service, key=DEFAULT_KEY),
+            autocommit=True,
+            retry=True,
+            deadline=REQUEST_DEADLINE_SECONDS,
         )
         if row is None:
             slug = self.database.slug
