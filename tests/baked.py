@@ -358,6 +358,13 @@ HOSTILE_SHELL = {
     "INFISICAL_API_KEY": "wrong",
     "INFISICAL_PROJECT_ID": "wrong",
     "UPSTREAM_BASE_URL": "http://127.0.0.1:1",
+    "MCP_RATE_LIMIT": "1/hour",
+    "MCP_RESOURCE_URL": "http://wrong.example/mcp",
+    "MCP_OIDC_ISSUER": "https://wrong.example",
+    "MCP_CF_GROUP_SCOPES": "not a mapping",
+    "PROMETHEUS_MULTIPROC_DIR": "/nonexistent/prometheus",
+    "OTEL_EXPORTER_OTLP_ENDPOINT": "ftp://wrong.example",
+    "FORWARDED_ALLOW_IPS": "*",
 }
 
 

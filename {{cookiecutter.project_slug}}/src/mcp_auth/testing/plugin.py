@@ -106,7 +106,13 @@ def create_app(pytestconfig: pytest.Config) -> AppFactory:
 
 
 SCRUBBED_PREFIXES = ("MCP_", "CF_ACCESS_", "INFISICAL_")
-SCRUBBED_NAMES = ("DATABASE_URL", "UPSTREAM_BASE_URL")
+SCRUBBED_NAMES = (
+    "DATABASE_URL",
+    "UPSTREAM_BASE_URL",
+    "PROMETHEUS_MULTIPROC_DIR",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "FORWARDED_ALLOW_IPS",
+)
 
 
 def _scrub_environment(config: pytest.Config) -> None:
