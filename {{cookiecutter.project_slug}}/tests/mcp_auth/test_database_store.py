@@ -173,8 +173,8 @@ async def test_concurrent_reads_share_a_commit_and_a_bad_row_fails_alone(databas
         (row,) = conn.execute(select(tokens.c.ciphertext).where(tokens.c.key == "user3")).all()
         damaged = bytes([row.ciphertext[0] ^ 0xFF]) + bytes(row.ciphertext[1:])
         conn.execute(update(tokens).where(tokens.c.key == "user3").values(ciphertext=damaged))
-    statements: list[str] = []
-    sqlalchemy_event.listen(database.engine, "begin", lambda conn: statements.append("begin"))
+    checkouts: list[str] = []
+    sqlalchemy_event.listen(database.engine, "checkout", lambda *args: checkouts.append("checkout"))
     reads = [store.get_audited("demo", f"user{index}", f"caller{index}@example.com") for index in range(6)]
     results = await asyncio.gather(*reads, return_exceptions=True)
     assert [r for i, r in enumerate(results) if i != 3] == [f"secret-{i}" for i in range(6) if i != 3]
@@ -186,9 +186,9 @@ async def test_concurrent_reads_share_a_commit_and_a_bad_row_fails_alone(databas
     )
     assert (await verify_chain(database)).ok
     healthy = [store.get_audited("demo", f"user{index}", "again@example.com") for index in (0, 1, 2, 4, 5)]
-    statements.clear()
+    checkouts.clear()
     assert await asyncio.gather(*healthy) == [f"secret-{i}" for i in (0, 1, 2, 4, 5)]
-    assert statements == ["begin"]  # five concurrent reads, one transaction
+    assert checkouts == ["checkout"]  # five concurrent reads, one connection, one transaction
 
 
 def get_token_rows(database: Database) -> list[tuple[str, str, str, str | None, str | None]]:

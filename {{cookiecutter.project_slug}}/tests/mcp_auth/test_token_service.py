@@ -177,16 +177,17 @@ def wire_trace(database: Database, path: Path) -> Iterator[list[str]]:
             sent.append(message if message != "Query" else "Query " + text[0].strip(' "'))
 
 
-async def test_falling_back_to_default_is_one_statement_on_postgresql(
+async def test_falling_back_to_default_is_one_statement_and_two_round_trips_on_postgresql(
     postgres_database: Database, tmp_path: Path
 ) -> None:
     tokens = await service_on(postgres_database, DatabaseAuditSink(postgres_database))
     with wire_trace(postgres_database, tmp_path / "trace") as sent:
         assert await tokens.resolve(CALLER, "search") == ResolvedToken("default", "shared-token-value")
-    # One statement reads both keys and writes the audit row naming the one used: one
-    # Parse/Bind/Execute/Sync round trip. BEGIN and COMMIT around it: the success row commits only
-    # once the value decrypted.
-    assert sent == ["Query BEGIN", "Parse", "Bind", "Describe", "Execute", "Sync", "Query COMMIT"]
+    # One statement reads both keys and writes the audit row naming the one used, pipelined with
+    # the BEGIN: one round trip (one Sync). The COMMIT is a second, sent only once the value
+    # decrypted, so the success row never commits for a hand-out that did not happen.
+    statement = ["Parse", "Bind", "Describe", "Execute"]
+    assert sent == [*statement, *statement, "Sync", "Flush", *statement, "Sync", "Flush"]
     assert get_token_rows(await list_events(postgres_database)) == [
         ("default", "success", CALLER.subject, "search", None)
     ]

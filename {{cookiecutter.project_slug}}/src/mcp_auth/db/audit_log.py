@@ -129,7 +129,15 @@ def _insert_events(conn: Connection, events: list[AuditEvent], key: bytes | None
         # The chain trigger fills id, prev_hash and hash (several rows: one pipelined executemany).
         conn.execute(_pg_insert(), [_values(event) for event in events])
         return
-    head_id, head_hash, head_scheme = _locked_head(conn)
+    head = _locked_head(conn)
+    conn.execute(audit_log.insert(), chained_rows(head, events, key))
+
+
+def chained_rows(head: tuple[int, str, int], events: list[AuditEvent], key: bytes | None) -> list[dict[str, Any]]:
+    """The rows of ``events`` linked after ``head`` ((id, hash, scheme) of the newest row, read
+    with the chain locked): HMAC-SHA256 with ``key``, else the unkeyed hash, which a keyed chain
+    refuses (ServiceUnavailable)."""
+    head_id, head_hash, head_scheme = head
     if key is None and head_scheme == SCHEME_HMAC:
         raise ServiceUnavailable(KEYED_LOG_MESSAGE)
     scheme = SCHEME_SHA256_TOOL if key is None else SCHEME_HMAC
@@ -153,17 +161,25 @@ def _insert_events(conn: Connection, events: list[AuditEvent], key: bytes | None
         )
         rows.append({**values, "id": head_id, "prev_hash": head_hash, "hash": digest, "hash_scheme": scheme})
         head_hash = digest
-    conn.execute(audit_log.insert(), rows)
+    return rows
+
+
+HEAD_SQL = "SELECT id, hash, hash_scheme FROM mcp_auth_audit_head()"
+"""PostgreSQL: lock the chain until the transaction ends, and read its head (migration 0002)."""
+
+
+def head_of(row: Any) -> tuple[int, str, int]:
+    return (0, GENESIS_HASH, 0) if row is None else (int(row[0]), str(row[1]), int(row[2]))
 
 
 def _locked_head(conn: Connection) -> tuple[int, str, int]:
     """(id, hash, scheme) of the newest row, with the chain locked until the transaction ends."""
     if conn.dialect.name == "postgresql":
-        head = conn.execute(text("SELECT id, hash, hash_scheme FROM mcp_auth_audit_head()")).first()
+        head = conn.execute(text(HEAD_SQL)).first()
     else:  # SQLite: BEGIN IMMEDIATE already holds the write lock
         columns = (audit_log.c.id, audit_log.c.hash, audit_log.c.hash_scheme)
         head = conn.execute(select(*columns).order_by(audit_log.c.id.desc()).limit(1)).first()
-    return (0, GENESIS_HASH, 0) if head is None else (int(head[0]), str(head[1]), int(head[2]))
+    return head_of(head)
 
 
 def _values(event: AuditEvent) -> dict[str, Any]:

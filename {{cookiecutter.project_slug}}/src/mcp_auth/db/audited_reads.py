@@ -3,23 +3,29 @@ transaction, and the group commit that lets concurrent reads share one.
 
 Concurrent reads of one event loop are batched: one worker-thread trip, one transaction, so the
 audit chain's lock and the commit (a WAL flush) are paid once per batch instead of once per read;
-every caller still returns only after its own row is committed. A read that cannot decrypt rolls
-its batch back, and each read of that batch then runs on its own.
+every caller still returns only after its own row is committed. On PostgreSQL a batch (of one,
+too) takes two round trips, pipelined (``read_batch_pg``). A read that cannot decrypt rolls its
+batch back, and each read of that batch then runs on its own.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import weakref
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
+import psycopg
 from mcp_auth.audit import AuditEvent, Result, clip_detail
 from mcp_auth.crypto import Envelope, Keyring
-from mcp_auth.db.audit_log import append
+from mcp_auth.db.audit_log import HEAD_SQL, append, chained_rows, head_of
 from mcp_auth.db.engine import REQUEST_DEADLINE_SECONDS, Database, driver_errors
 from mcp_auth.db.models import tokens
 from mcp_auth.errors import DecryptionError
+from psycopg.pq import TransactionStatus
 from sqlalchemy import bindparam, select
 from sqlalchemy.engine import Connection
 
@@ -104,7 +110,13 @@ class AuditedRead:
         # rolls the success row back and gets a failure row instead.
         driver = conn.connection.driver_connection
         assert driver is not None
-        parameters = {
+        with driver_errors(conn):
+            found = driver.execute(_GET_AUDITED_PG, self.parameters()).fetchone()
+        return None if found is None else (found[0], _envelope(found))
+
+    def parameters(self) -> dict[str, object]:
+        """The parameters of ``_GET_AUDITED_PG`` (``_READ_FIRST_PG`` uses the first two)."""
+        return {
             "service": self.service,
             "keys": list(self.keys),
             "at": datetime.now(UTC),
@@ -115,9 +127,6 @@ class AuditedRead:
             "missing_detail": clip_detail(self.missing_detail),
             "tool": self.tool,
         }
-        with driver_errors(conn):
-            found = driver.execute(_GET_AUDITED_PG, parameters).fetchone()
-        return None if found is None else (found[0], Envelope(found[1], bytes(found[2]), bytes(found[3])))
 
     def _read(self, conn: Connection) -> tuple[str, Envelope] | None:
         rows = {row.key: row for row in conn.execute(_SELECT_FIRST, {"service": self.service, "keys": self.keys})}
@@ -128,6 +137,84 @@ class AuditedRead:
             return None
         row = rows[key]
         return key, Envelope(row.key_id, bytes(row.nonce), bytes(row.ciphertext))
+
+
+_READ_FIRST_PG = """
+SELECT key, key_id, nonce, ciphertext FROM tokens
+WHERE service_id = %(service)s AND key = ANY(%(keys)s)
+ORDER BY array_position(%(keys)s::text[], key::text) LIMIT 1
+"""
+_INSERT_ROW_PG = """
+INSERT INTO audit_log (id, at, service_id, action, token_key, user_email, result, detail, tool, prev_hash, hash,
+                       hash_scheme)
+VALUES (%(id)s, %(at)s, %(service_id)s, %(action)s, %(token_key)s, %(user_email)s, %(result)s, %(detail)s, %(tool)s,
+        %(prev_hash)s, %(hash)s, %(hash_scheme)s)
+"""
+
+
+class _Retry(Exception):
+    """A read of a pipelined batch could not be decrypted: roll the batch back, run each alone."""
+
+
+def _envelope(row: Any) -> Envelope:
+    return Envelope(row[1], bytes(row[2]), bytes(row[3]))
+
+
+def read_batch_pg(conn: Connection, reads: list[AuditedRead]) -> list[Found]:
+    """A batch on PostgreSQL in two round trips, whatever its size: BEGIN, the chain's head
+    (keyed) and every read in one pipelined flight; then (keyed) the linked rows and COMMIT in a
+    second. Runs on an AUTOCOMMIT connection and owns its transaction. Raises _Retry, rolled back,
+    when a row does not decrypt (the single-read path then reports it exactly)."""
+    driver = conn.connection.driver_connection
+    assert driver is not None
+    key = reads[0].audit_key  # one store: one key for all its reads
+    with driver_errors(conn):
+        try:
+            with driver.pipeline():
+                driver.execute("BEGIN")
+                head = driver.execute(HEAD_SQL) if key is not None else None
+                sql = _READ_FIRST_PG if key is not None else _GET_AUDITED_PG
+                cursors = [driver.execute(sql, read.parameters(), prepare=True) for read in reads]
+            found = [_decrypted(read, cursor.fetchone()) for read, cursor in zip(reads, cursors, strict=True)]
+            with driver.pipeline():
+                if key is not None:
+                    events = [_event_of(read, result) for read, result in zip(reads, found, strict=True)]
+                    rows = chained_rows(head_of(head.fetchone() if head else None), [e for e in events if e], key)
+                    if rows:
+                        driver.cursor().executemany(_INSERT_ROW_PG, rows)
+                driver.execute("COMMIT")
+        except BaseException:
+            _roll_back(driver)
+            raise
+    return found
+
+
+def _roll_back(driver: psycopg.Connection[Any]) -> None:
+    """End the batch's transaction; on a broken connection there is none left to end (the
+    original error is the one to report)."""
+    if driver.closed or driver.info.transaction_status == TransactionStatus.IDLE:
+        return
+    with contextlib.suppress(psycopg.Error):
+        driver.execute("ROLLBACK")
+
+
+def _read_all(conn: Connection, reads: list[AuditedRead]) -> list[Found]:
+    return [read(conn) for read in reads]
+
+
+def _decrypted(read: AuditedRead, row: Any) -> Found:
+    if row is None:
+        return None
+    try:
+        return str(row[0]), read.keyring.decrypt(read.service, str(row[0]), _envelope(row))
+    except DecryptionError:
+        raise _Retry from None
+
+
+def _event_of(read: AuditedRead, found: Found) -> AuditEvent | None:
+    if found is None:
+        return None if read.missing_detail is None else read.event(read.keys[-1], "failure", read.missing_detail)
+    return read.event(found[0], "success")
 
 
 class ReadBatches:
@@ -173,11 +260,15 @@ class _Queue:
                     future.set_result(outcome)
 
     async def _run(self, reads: list[AuditedRead]) -> list[Found | BaseException]:
-        if len(reads) > 1:
+        postgres = self._database.is_postgres
+        if postgres or len(reads) > 1:
             try:
-                work = lambda conn: [read(conn) for read in reads]  # noqa: E731
-                return list(await self._database.run(work, deadline=REQUEST_DEADLINE_SECONDS))
-            except Undecryptable:
+                if postgres:
+                    pipelined = functools.partial(read_batch_pg, reads=reads)
+                    return list(await self._database.run(pipelined, autocommit=True, deadline=REQUEST_DEADLINE_SECONDS))
+                together = functools.partial(_read_all, reads=reads)
+                return list(await self._database.run(together, deadline=REQUEST_DEADLINE_SECONDS))
+            except (Undecryptable, _Retry):
                 pass  # rolled back: find out whose it was, each read in a transaction of its own
             except Exception as exc:
                 return [exc] * len(reads)
