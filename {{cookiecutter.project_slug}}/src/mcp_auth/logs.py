@@ -32,6 +32,7 @@ _PATTERNS = [
 
 _MAX_SECRETS = 4096
 _secrets: set[str] = set()
+_longest_first: tuple[str, ...] = ()  # _secrets in the order redact() replaces them, kept in step
 _secrets_lock = threading.Lock()
 
 # LogRecord attributes that are not user "extra" fields.
@@ -42,14 +43,17 @@ def register_secret(value: str | None) -> None:
     """Make the filter redact this exact value from every later log line."""
     if not value or len(value) < 6:
         return
+    global _longest_first
     with _secrets_lock:
         if value in _secrets or len(_secrets) >= _MAX_SECRETS:
             return
         _secrets.add(value)
+        # Sorted once per new secret, not per log line: every audited hand-out logs one.
+        _longest_first = tuple(sorted(_secrets, key=len, reverse=True))
 
 
 def redact(text: str) -> str:
-    for secret in sorted(_secrets, key=len, reverse=True):
+    for secret in _longest_first:
         if secret in text:
             text = text.replace(secret, REDACTED)
     for pattern, replacement in _PATTERNS:
@@ -111,3 +115,6 @@ def configure_logging(level: str = "INFO") -> None:
         child = logging.getLogger(name)
         child.handlers[:] = []
         child.propagate = True
+    # The MCP SDK logs "Terminating session: None" at INFO for every stateless request: noise
+    # that costs a formatted, redacted line per call.
+    logging.getLogger("mcp.server.streamable_http").setLevel(logging.WARNING)
