@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterator
 from typing import Any
@@ -75,7 +74,7 @@ async def test_infisical_store_hands_out_and_audits_to_the_log(
     caplog.set_level(logging.INFO, logger="mcp_auth.audit")
     app = build(**infisical_env(infisical))
     assert await call(app) == {"key": "default", "token": "token-from-infisical-123"}
-    audits = [json.loads(r.getMessage().removeprefix("audit ")) for r in caplog.records if r.name == "mcp_auth.audit"]
+    audits = [getattr(r, "audit") for r in caplog.records if r.name == "mcp_auth.audit"]
     assert audits and audits[-1]["action"] == "get_token" and audits[-1]["result"] == "success"
     assert audits[-1]["user_email"] == "ci-bot" and audits[-1]["service_id"] == "demo"
     assert "token-from-infisical-123" not in caplog.text

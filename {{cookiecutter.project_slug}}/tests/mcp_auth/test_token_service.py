@@ -7,7 +7,6 @@ sink's log), and the audit actor of a read made while serving a request is the c
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 from collections.abc import Iterator
@@ -60,7 +59,7 @@ async def test_another_sink_gets_the_audit_rows(sqlite_database: Database, caplo
     assert not tokens.reads_in_one_trip
     with caplog.at_level(logging.INFO, logger="mcp_auth.audit"):
         assert await tokens.get("demo", "default") == "shared-token-value"
-    (line,) = [json.loads(r.getMessage().removeprefix("audit ")) for r in caplog.records if r.name == "mcp_auth.audit"]
+    (line,) = [getattr(r, "audit") for r in caplog.records if r.name == "mcp_auth.audit"]
     assert (line["action"], line["result"], line["user_email"]) == ("get_token", "success", OPERATOR)
     assert "shared-token-value" not in caplog.text
     assert [e.action for e in await list_events(sqlite_database)] == ["set_token"]
@@ -140,7 +139,7 @@ async def test_resolve_through_another_sink_audits_the_same_rows(
         assert await tokens.resolve(CALLER, "search") == ResolvedToken("default", "shared-token-value")
         await tokens.delete("demo", "default")
         assert await tokens.resolve(CALLER, "search") is None
-    lines = [json.loads(r.getMessage().removeprefix("audit ")) for r in caplog.records if r.name == "mcp_auth.audit"]
+    lines = [getattr(r, "audit") for r in caplog.records if r.name == "mcp_auth.audit"]
     assert [(x["token_key"], x["result"], x["user_email"], x["tool"], x["detail"]) for x in lines] == [
         ("default", "success", CALLER.subject, "search", None),
         ("default", "failure", CALLER.subject, "search", MISSING),
