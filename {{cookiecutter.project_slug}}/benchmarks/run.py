@@ -180,9 +180,10 @@ def bench_database(given: str | None) -> Iterator[tuple[str, str]]:
 
 
 async def run_vault(database: Database, iterations: int, sizes: list[int], concurrency: int, repeats: int) -> None:
-    bench_http.progress("vault: key rotation, then get_token")
+    bench_http.progress("vault: key rotation, tokens import, then get_token")
     print("\nPostgreSQL vault (bench_vault.py)")
     await bench_vault.bench_rotation(database, sizes, repeats)
+    await bench_vault.bench_import(database, sizes[0], repeats)
     with database.engine.begin() as conn:
         conn.execute(text("TRUNCATE tokens RESTART IDENTITY"))
     await bench_vault.bench_get_token(database, iterations, concurrency)

@@ -63,5 +63,5 @@ def test_quick_benchmark_prints_every_table(
             row = rf"^{re.escape(server)} +{tool} +{NUMBER} +{NUMBER} +{NUMBER} +{NUMBER} +\d+\.\d\dx "
             assert re.search(row, out, re.MULTILINE), (server, tool)
         assert re.search(rf"^{re.escape(server)} +n/a", out, re.MULTILINE), server  # RSS: none of its own in-process
-    assert "key rotation" in out and "get_token" in out  # bench_vault.py's tables
+    assert "key rotation" in out and "tokens import" in out and "get_token" in out  # bench_vault.py's tables
     assert os.environ["UPSTREAM_BASE_URL"] == "http://127.0.0.1:1"  # put back as it was
