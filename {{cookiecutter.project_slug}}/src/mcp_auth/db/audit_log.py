@@ -8,10 +8,8 @@ row are linked here with ``chain_hash``, the key never leaving this process.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import hmac
-import weakref
 from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
@@ -27,6 +25,7 @@ from mcp_auth.audit import (
     clip_detail,
 )
 from mcp_auth.db.engine import Database, as_utc
+from mcp_auth.db.group_commit import GroupCommit, each_its_own
 from mcp_auth.db.models import audit_log
 from mcp_auth.errors import ConfigError, ServiceUnavailable
 from mcp_auth.observability.metrics import timed
@@ -47,58 +46,23 @@ class DatabaseAuditSink:
     def __init__(self, database: Database, audit_key: bytes | None = None) -> None:
         self.database = database
         self.audit_key = audit_key
-        self._batches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _GroupCommit] = weakref.WeakKeyDictionary()
+        self._batches: GroupCommit[AuditEvent, None] = GroupCommit(self._append)
 
     async def head(self) -> Checkpoint | None:
         """The chain head as a checkpoint (the server logs it periodically)."""
         return await chain_head(self.database)
 
     async def record(self, event: AuditEvent) -> None:
-        loop = asyncio.get_running_loop()
-        batch = self._batches.get(loop)
-        if batch is None:
-            batch = self._batches[loop] = _GroupCommit(self.database, self.audit_key)
-        await batch.submit(event)
+        await self._batches.submit(event)
 
-
-class _GroupCommit:
-    """The event queue of one event loop and the task that drains it."""
-
-    def __init__(self, database: Database, audit_key: bytes | None) -> None:
-        self._database = database
-        self._audit_key = audit_key
-        self._pending: list[tuple[AuditEvent, asyncio.Future[None]]] = []
-        self._flusher: asyncio.Task[None] | None = None
-
-    async def submit(self, event: AuditEvent) -> None:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
-        self._pending.append((event, future))
-        if self._flusher is None or self._flusher.done():
-            # A task of its own: a caller that is cancelled must not abort the others' batch.
-            self._flusher = loop.create_task(self._flush())
-        await future
-
-    async def _flush(self) -> None:
-        while self._pending:
-            batch, self._pending = self._pending, []
-            events = [event for event, _ in batch]
-            error: Exception | None = None
-            try:
-                # A single unkeyed event is a single INSERT: on PostgreSQL it runs without BEGIN/COMMIT.
-                work = functools.partial(append_all, events=events, key=self._audit_key)
-                await self._database.run(work, autocommit=len(events) == 1 and self._audit_key is None)
-            except Exception as exc:
-                error = exc
-            for _, future in batch:
-                if future.done():  # its caller was cancelled
-                    continue
-                if error is None:
-                    future.set_result(None)
-                else:
-                    future.set_exception(
-                        ServiceUnavailable(error.message) if isinstance(error, ServiceUnavailable) else error
-                    )
+    async def _append(self, events: list[AuditEvent]) -> list[BaseException | None]:
+        try:
+            # A single unkeyed event is a single INSERT: on PostgreSQL it runs without BEGIN/COMMIT.
+            work = functools.partial(append_all, events=events, key=self.audit_key)
+            await self.database.run(work, autocommit=len(events) == 1 and self.audit_key is None)
+        except Exception as exc:
+            return list(each_its_own(exc, len(events)))
+        return [None] * len(events)
 
 
 def append(conn: Connection, event: AuditEvent, key: bytes | None = None) -> None:

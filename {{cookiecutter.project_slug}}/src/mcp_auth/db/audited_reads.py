@@ -10,10 +10,8 @@ batch back, and each read of that batch then runs on its own.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
-import weakref
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -23,6 +21,7 @@ from mcp_auth.audit import AuditEvent, Result, clip_detail
 from mcp_auth.crypto import Envelope, Keyring
 from mcp_auth.db.audit_log import HEAD_SQL, append, chained_rows, head_of
 from mcp_auth.db.engine import REQUEST_DEADLINE_SECONDS, Database, driver_errors
+from mcp_auth.db.group_commit import GroupCommit, each_its_own
 from mcp_auth.db.models import tokens
 from mcp_auth.errors import DecryptionError
 from psycopg.pq import TransactionStatus
@@ -218,46 +217,14 @@ def _event_of(read: AuditedRead, found: Found) -> AuditEvent | None:
 
 
 class ReadBatches:
-    """The pending reads of each event loop and the task that drains them (group commit)."""
+    """Concurrent audited reads, group-committed (``GroupCommit``)."""
 
     def __init__(self, database: Database) -> None:
         self._database = database
-        self._queues: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Queue] = weakref.WeakKeyDictionary()
+        self._batches: GroupCommit[AuditedRead, Found] = GroupCommit(self._run)
 
     async def submit(self, read: AuditedRead) -> Found:
-        loop = asyncio.get_running_loop()
-        queue = self._queues.get(loop)
-        if queue is None:
-            queue = self._queues[loop] = _Queue(self._database)
-        return await queue.submit(read)
-
-
-class _Queue:
-    def __init__(self, database: Database) -> None:
-        self._database = database
-        self._pending: list[tuple[AuditedRead, asyncio.Future[Found]]] = []
-        self._flusher: asyncio.Task[None] | None = None
-
-    async def submit(self, read: AuditedRead) -> Found:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Found] = loop.create_future()
-        self._pending.append((read, future))
-        if self._flusher is None or self._flusher.done():
-            # A task of its own: a caller that is cancelled must not abort the others' batch.
-            self._flusher = loop.create_task(self._flush())
-        return await future
-
-    async def _flush(self) -> None:
-        while self._pending:
-            batch, self._pending = self._pending, []
-            outcomes = await self._run([read for read, _ in batch])
-            for (_, future), outcome in zip(batch, outcomes, strict=True):
-                if future.done():  # its caller was cancelled
-                    continue
-                if isinstance(outcome, BaseException):
-                    future.set_exception(outcome)
-                else:
-                    future.set_result(outcome)
+        return await self._batches.submit(read)
 
     async def _run(self, reads: list[AuditedRead]) -> list[Found | BaseException]:
         postgres = self._database.is_postgres
@@ -271,7 +238,7 @@ class _Queue:
             except (Undecryptable, _Retry):
                 pass  # rolled back: find out whose it was, each read in a transaction of its own
             except Exception as exc:
-                return [exc] * len(reads)
+                return list(each_its_own(exc, len(reads)))
         outcomes: list[Found | BaseException] = []
         for read in reads:
             try:

@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, get_args
 
 if TYPE_CHECKING:
     from prometheus_client import Counter, Histogram
@@ -34,16 +34,7 @@ AuthFailureReason = Literal[
     "unavailable",
     "rate_limited",
 ]
-AUTH_FAILURE_REASONS: tuple[AuthFailureReason, ...] = (
-    "missing",
-    "invalid_jwt",
-    "invalid_bearer",
-    "invalid_api_key",
-    "duplicate",
-    "not_accepted",
-    "unavailable",
-    "rate_limited",
-)
+AUTH_FAILURE_REASONS: tuple[AuthFailureReason, ...] = get_args(AuthFailureReason)
 ToolOutcome = Literal["success", "error", "not_found", "unavailable", "forbidden"]
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
