@@ -76,11 +76,14 @@ class ToolPolicies:
 
 
 def policy_of(tool: Tool) -> ToolPolicy:
-    required: list[str] | None = []
-    if tool.auth is not None:
-        nobody = AccessToken(token="", client_id="", scopes=[])
-        required = scope_requirements(tool.auth, AuthContext(token=nobody, component=tool))
-    return ToolPolicy(tool=tool, scopes=frozenset(required or ()), needs_token=NEEDS_UPSTREAM_TOKEN in tool.tags)
+    required: set[str] = set()
+    checks = tool.auth if isinstance(tool.auth, list) else [] if tool.auth is None else [tool.auth]
+    nobody = AccessToken(token="", client_id="", scopes=[])
+    for check in checks:
+        # Check by check: FastMCP withholds the scopes of a whole list that holds an opaque check,
+        # and an unrestricted credential must still hold this tool's scopes.
+        required.update(scope_requirements(check, AuthContext(token=nobody, component=tool)) or ())
+    return ToolPolicy(tool=tool, scopes=frozenset(required), needs_token=NEEDS_UPSTREAM_TOKEN in tool.tags)
 
 
 async def authorize(policy: ToolPolicy, token: AccessToken) -> Decision:

@@ -206,3 +206,32 @@ async def test_an_api_key_without_the_tools_scope_gets_403_and_with_it_calls(sto
     assert "token_suffix" not in hidden
     assert allowed.status_code == 200 and "default:ue" in allowed.text
     assert await token_reads(database) == [("default", "dev@example.com", "success", "token_suffix")]
+
+
+async def test_a_tool_mixing_scope_and_custom_checks_is_open_to_unrestricted_credentials() -> None:
+    """FastMCP withholds the scopes of a check list holding a custom check; the index reads them
+    check by check, so a credential without scopes still holds them and may call the tool."""
+    from fastmcp import FastMCP
+    from fastmcp.server.auth import require_scopes
+    from mcp_auth.tool_policies import ToolPolicies
+
+    mcp = FastMCP("mixed")
+
+    def always(ctx: object) -> bool:
+        return True
+
+    @mcp.tool(auth=[require_scopes("reports:read"), always])
+    def report() -> str:
+        return "ok"
+
+    policies = ToolPolicies()
+    await policies.load(mcp)
+    assert policies.scopes_supported == ("reports:read",)
+    app = build_http_app(
+        mcp, Runtime.from_settings(make_settings(**{"MCP_AUTH_MODE": "bearer", "MCP_BEARER_TOKENS": TOKENS}))
+    )
+    async with running(app) as http:
+        unrestricted = await call(http, "report", bearer(DEMO_BEARER))
+        lacking = await call(http, "report", bearer(OTHER_SCOPE))
+    assert unrestricted.status_code == 200 and '"ok"' in unrestricted.text
+    assert lacking.status_code == 403
