@@ -45,7 +45,7 @@ from mcp_auth.testing.cloudflare import FakeCloudflareAccess
 from mcp_auth.testing.infisical import FakeInfisical
 from mcp_auth.testing.loopback import LoopbackServer
 from mcp_auth.testing.oidc import DEFAULT_AUDIENCE, FakeAuthorizationServer
-from mcp_auth.testing.processes import clean_environ, console_script, free_port
+from mcp_auth.testing.processes import clean_environ, console_script, free_port, until_healthy
 from starlette.applications import Starlette
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -205,15 +205,7 @@ def build_variants(project: ProjectInfo, fakes: Fakes, database_url: str) -> lis
         ),
         Variant(
             "bearer + infisical store",
-            {
-                **static,
-                "MCP_TOKEN_STORE": "infisical",
-                "INFISICAL_HOST": infisical.url,
-                "INFISICAL_CLIENT_ID": infisical.client_id,
-                "INFISICAL_CLIENT_SECRET": infisical.client_secret,
-                "INFISICAL_PROJECT_ID": infisical.project_id,
-                "INFISICAL_ENVIRONMENT": infisical.environment,
-            },
+            {**static, **infisical.env()},
             {"Authorization": f"Bearer {bearer}"},
         ),
         Variant(
@@ -294,18 +286,10 @@ class ProcessServer:
         )
 
     def wait_ready(self) -> None:
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise BenchError(f"{self.name}: server exited {self.process.returncode}: {self._output()}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        self.stop()
-        raise BenchError(f"{self.name}: server not healthy within {START_TIMEOUT:g} s: {self._output()}")
+        problem = until_healthy(self.url, self.process.poll, START_TIMEOUT)
+        if problem is not None:
+            self.stop()
+            raise BenchError(f"{self.name}: {problem}: {self._output()}")
 
     def _output(self) -> str:
         """The end of what it wrote (read once it has exited: it shares the file's offset)."""

@@ -343,9 +343,9 @@ def stack(request: pytest.FixtureRequest, project: ProjectInfo, summary: Summary
         keys = {"MCP_TOKEN_STORE": "postgres", "DATABASE_URL": cluster.url_on(port), "MCP_AUDIT_KEY": audit_key}
         rolled_out = {**keys, "MCP_AUTH_ENCRYPTION_KEY": new_key, "MCP_AUTH_PREVIOUS_KEYS": old_key}
         common = auth_env(cloudflare, upstream)
-        servers = [
-            start_server(project, {**common, **env}) for env in (infisical_env(infisical), rolled_out, rolled_out)
-        ]
+        # TTL 0: every call reads Infisical, so its outage shows at once.
+        from_infisical = infisical.env(MCP_TOKEN_CACHE_TTL="0")
+        servers = [start_server(project, {**common, **env}) for env in (from_infisical, rolled_out, rolled_out)]
         cleanup.callback(lambda: stop_all(*(server.process for server in servers)))
         start_cluster(cluster)
         old = {**keys, "DATABASE_URL": cluster.url(), "MCP_AUTH_ENCRYPTION_KEY": old_key}
@@ -370,17 +370,6 @@ def stack(request: pytest.FixtureRequest, project: ProjectInfo, summary: Summary
             audit_key=settings.audit_key_bytes(),
             new_key_id=settings.keyring().current_id,
         )
-
-
-def infisical_env(fake: FakeInfisical) -> dict[str, str]:
-    return {
-        "MCP_TOKEN_STORE": "infisical",
-        "INFISICAL_HOST": fake.url,
-        "INFISICAL_CLIENT_ID": fake.client_id,
-        "INFISICAL_CLIENT_SECRET": fake.client_secret,
-        "INFISICAL_PROJECT_ID": fake.project_id,
-        "MCP_TOKEN_CACHE_TTL": "0",  # every call reads Infisical: its outage shows at once
-    }
 
 
 # ----- the database's view ------------------------------------------------------------------
@@ -423,6 +412,50 @@ def rotate_through_cli(stack: Stack) -> tuple[int, str]:
     return invoked.exit_code, invoked.output
 
 
+@dataclass(frozen=True)
+class Outage:
+    """When a dependency was taken down and brought back, as the load saw it."""
+
+    stopping: float
+    stopped: float
+    restarting: float
+    restarted: float
+
+
+async def drill_outage(
+    load: Load,
+    scale: Scale,
+    servers: Sequence[int],
+    component: str,
+    go_down: Callable[[], object],
+    come_up: Callable[[], object],
+) -> Outage:
+    """Under ``load``: take ``component`` down until every one of ``servers`` answers a
+    token-using call 503 naming it, then bring it back until every one hands out the token again."""
+    await asyncio.sleep(scale.phase_seconds)
+    stopping = time.monotonic()
+    await asyncio.to_thread(go_down)
+    stopped = time.monotonic()
+    await load.until(
+        f"each server answers a token-using call 503 ({component})",
+        lambda calls: all(
+            any(c.server == s and c.started >= stopped and c.unavailable(component) for c in calls) for s in servers
+        ),
+        within=ANSWER_WITHIN * 3,
+    )
+    await asyncio.sleep(scale.phase_seconds)
+    restarting = time.monotonic()
+    await asyncio.to_thread(come_up)
+    restarted = time.monotonic()
+    await load.until(
+        "each server hands out the token again",
+        lambda calls: all(first_ok(calls, s, "upstream_get", restarted) for s in servers),
+        within=15,
+    )
+    await asyncio.sleep(scale.phase_seconds)
+    return Outage(stopping, stopped, restarting, restarted)
+
+
 # ----- the tests ----------------------------------------------------------------------------
 
 
@@ -450,29 +483,13 @@ async def test_jwks_down_cached_keys_keep_authenticating_and_none_cached_is_503(
 async def test_infisical_down_503_then_up_recovers_without_restart(stack: Stack) -> None:
     server, fake, scale = stack.infisical_server, stack.infisical, stack.scale
     async with Load([server.url], bearers(), scale.clients) as load:
-        await asyncio.sleep(scale.phase_seconds)
-        stopping = time.monotonic()
-        await asyncio.to_thread(fake.go_down)
-        stopped = time.monotonic()
-        await load.until(
-            "a token-using call answered 503 (Infisical)",
-            lambda calls: any(c.started >= stopped and c.unavailable("Infisical") for c in calls),
-            within=ANSWER_WITHIN * 3,
-        )
-        await asyncio.sleep(scale.phase_seconds)
-        restarting = time.monotonic()
-        await asyncio.to_thread(fake.come_up)
-        restarted = time.monotonic()
-        await load.until(
-            "the token is handed out again",
-            lambda calls: first_ok(calls, 0, "upstream_get", restarted) is not None,
-            within=15,
-        )
-        await asyncio.sleep(scale.phase_seconds)
+        outage = await drill_outage(load, scale, [0], "Infisical", fake.go_down, fake.come_up)
 
-    recovered = first_ok(load.calls, 0, "upstream_get", restarted)
+    recovered = first_ok(load.calls, 0, "upstream_get", outage.restarted)
     assert recovered is not None
-    assert_outage_handled(load.calls, "Infisical", stopping, stopped, restarting, {0: recovered.ended})
+    assert_outage_handled(
+        load.calls, "Infisical", outage.stopping, outage.stopped, outage.restarting, {0: recovered.ended}
+    )
     assert server.still_the_same_process()
     stack.summary.add(f"{scale.name}: Infisical down, then up", load)
 
@@ -531,33 +548,14 @@ async def test_database_restart_under_load_503_then_the_same_processes_recover(s
     before = audit_head(stack)
     servers = range(len(stack.servers))
     async with Load(stack.urls, bearers(), scale.clients) as load:
-        await asyncio.sleep(scale.phase_seconds)
-        stopping = time.monotonic()
-        await asyncio.to_thread(cluster.stop)
-        stopped = time.monotonic()
-        await load.until(
-            "each server answers a token-using call 503 (PostgreSQL)",
-            lambda calls: all(
-                any(c.server == s and c.started >= stopped and c.unavailable("PostgreSQL") for c in calls)
-                for s in servers
-            ),
-            within=ANSWER_WITHIN * 3,
-        )
-        await asyncio.sleep(scale.phase_seconds)
-        restarting = time.monotonic()
-        await asyncio.to_thread(cluster.start)
-        restarted = time.monotonic()
-        await load.until(
-            "each server hands out the token again",
-            lambda calls: all(first_ok(calls, s, "upstream_get", restarted) for s in servers),
-            within=15,
-        )
-        await asyncio.sleep(scale.phase_seconds)
+        drill = await drill_outage(load, scale, servers, "PostgreSQL", cluster.stop, cluster.start)
 
-    recovered = {s: first_ok(load.calls, s, "upstream_get", restarted) for s in servers}
+    recovered = {s: first_ok(load.calls, s, "upstream_get", drill.restarted) for s in servers}
     recovered_at = {s: call.ended for s, call in recovered.items() if call is not None}
-    around = assert_outage_handled(load.calls, "PostgreSQL", stopping, stopped, restarting, recovered_at)
-    outage = [c for c in around if stopped <= c.started < restarting]
+    around = assert_outage_handled(
+        load.calls, "PostgreSQL", drill.stopping, drill.stopped, drill.restarting, recovered_at
+    )
+    outage = [c for c in around if drill.stopped <= c.started < drill.restarting]
     assert all(server.still_the_same_process() for server in stack.servers)
 
     served = sum(1 for c in load.calls if c.tool == "upstream_get" and c.ok)
@@ -570,9 +568,9 @@ async def test_database_restart_under_load_503_then_the_same_processes_recover(s
     stack.summary.add(
         f"{scale.name}: PostgreSQL stopped under load",
         load,
-        down=f"{restarting - stopping:.1f} s",
+        down=f"{drill.restarting - drill.stopping:.1f} s",
         answered_503=refused,
         slowest_during_outage=f"{max((c.seconds for c in outage), default=0):.2f} s",
-        recovered_after_restart=f"{max(recovered_at.values()) - restarted:.2f} s",
+        recovered_after_restart=f"{max(recovered_at.values()) - drill.restarted:.2f} s",
         audit_rows_verified=rows,
     )

@@ -53,17 +53,6 @@ def infisical() -> Iterator[FakeInfisical]:
         yield fake
 
 
-def infisical_env(fake: FakeInfisical, **extra: str) -> dict[str, str]:
-    return {
-        "MCP_TOKEN_STORE": "infisical",
-        "INFISICAL_HOST": fake.url,
-        "INFISICAL_CLIENT_ID": fake.client_id,
-        "INFISICAL_CLIENT_SECRET": fake.client_secret,
-        "INFISICAL_PROJECT_ID": fake.project_id,
-        **extra,
-    }
-
-
 async def test_env_store() -> None:
     assert await call(build(DEMO_API_TOKEN="token-from-env-123")) == {"key": "default", "token": "token-from-env-123"}
 
@@ -72,7 +61,7 @@ async def test_infisical_store_hands_out_and_audits_to_the_log(
     infisical: FakeInfisical, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="mcp_auth.audit")
-    app = build(**infisical_env(infisical))
+    app = build(**infisical.env())
     assert await call(app) == {"key": "default", "token": "token-from-infisical-123"}
     audits = [getattr(r, "audit") for r in caplog.records if r.name == "mcp_auth.audit"]
     assert audits and audits[-1]["action"] == "get_token" and audits[-1]["result"] == "success"
@@ -82,7 +71,7 @@ async def test_infisical_store_hands_out_and_audits_to_the_log(
 
 
 async def test_infisical_wrong_client_secret_is_503_auth_failed(infisical: FakeInfisical) -> None:
-    response = await post_tool_call(build(**infisical_env(infisical, INFISICAL_CLIENT_SECRET="wrong-secret")))
+    response = await post_tool_call(build(**infisical.env(INFISICAL_CLIENT_SECRET="wrong-secret")))
     assert response.status_code == 503
     assert response.json()["error"] == "service_unavailable"
     assert response.json()["message"].startswith("Infisical authentication failed")
@@ -95,7 +84,7 @@ async def test_failing_status_is_cached_and_shows_no_hosts_or_ids(
     """/status is public: a probe flood must not become a login flood against Infisical (lockout
     of the real identity), and anonymous callers learn the component, not where it lives."""
     caplog.set_level(logging.WARNING, logger="mcp_auth.runtime")
-    app = build(**infisical_env(infisical, INFISICAL_CLIENT_SECRET="wrong-secret-for-status"))
+    app = build(**infisical.env(INFISICAL_CLIENT_SECRET="wrong-secret-for-status"))
     now = [1000.0]
     app.state.runtime.clock = lambda: now[0]
     async with running(app) as http:
@@ -118,7 +107,7 @@ async def test_status_names_the_host_only_in_the_log(
     infisical: FakeInfisical, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="mcp_auth.runtime")
-    app = build(**infisical_env(infisical))
+    app = build(**infisical.env())
     infisical.go_down()
     async with running(app) as http:
         status = await http.get("/status")
@@ -128,7 +117,7 @@ async def test_status_names_the_host_only_in_the_log(
 
 
 async def test_infisical_down_is_503_unreachable_and_status_agrees(infisical: FakeInfisical) -> None:
-    app = build(**infisical_env(infisical))
+    app = build(**infisical.env())
     infisical.go_down()
     response = await post_tool_call(app)
     async with running(app) as http:
@@ -138,7 +127,7 @@ async def test_infisical_down_is_503_unreachable_and_status_agrees(infisical: Fa
 
 
 async def test_infisical_missing_secret_names_it(infisical: FakeInfisical) -> None:
-    response = await post_tool_call(build(**infisical_env(infisical, INFISICAL_SECRET_NAME="NOPE_TOKEN")))
+    response = await post_tool_call(build(**infisical.env(INFISICAL_SECRET_NAME="NOPE_TOKEN")))
     assert response.status_code == 503
     assert response.json()["message"] == (
         "secret NOPE_TOKEN not found in Infisical "
@@ -227,7 +216,7 @@ async def test_sighup_picks_up_a_rotated_infisical_secret_without_restart(infisi
     import os
     import signal
 
-    app = build(**infisical_env(infisical, MCP_TOKEN_CACHE_TTL="3600"))
+    app = build(**infisical.env(MCP_TOKEN_CACHE_TTL="3600"))
     async with running(app), mcp_client(app, AUTH) as client:
         first = await client.call_tool("upstream_token", {})
         infisical.set_secret("DEMO_API_TOKEN", "rotated-in-infisical-456")

@@ -116,6 +116,18 @@ class FakeInfisical:
 
     # ----- lifecycle ------------------------------------------------------------------------
 
+    def env(self, **extra: str) -> dict[str, str]:
+        """The server's settings for an Infisical store reading from this fake (universal auth)."""
+        return {
+            "MCP_TOKEN_STORE": "infisical",
+            "INFISICAL_HOST": self.url,
+            "INFISICAL_CLIENT_ID": self.client_id,
+            "INFISICAL_CLIENT_SECRET": self.client_secret,
+            "INFISICAL_PROJECT_ID": self.project_id,
+            "INFISICAL_ENVIRONMENT": self.environment,
+            **extra,
+        }
+
     @property
     def url(self) -> str:
         if not self._port:

@@ -161,20 +161,29 @@ def start_console_script(project: ProjectInfo, *args: str, env: Mapping[str, str
     return DrainedProcess([*console_script(project), *args], clean_environ(env))
 
 
-def wait_healthy(url: str, process: DrainedProcess, timeout: float = 20.0) -> None:
-    """Poll ``{url}/health`` until it answers 200; AssertionError when the process exits first."""
+def until_healthy(url: str, exit_code: Callable[[], int | None], timeout: float) -> str | None:
+    """Poll ``{url}/health`` until it answers 200: None then, else why not (the process exited,
+    or the time ran out). ``exit_code`` is the process's ``poll``."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if process.returncode is not None:
-            process.wait(timeout=5)
-            raise AssertionError(f"server exited {process.returncode}: {process.output}")
+        if (code := exit_code()) is not None:
+            return f"server exited {code}"
         try:
             if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                return
+                return None
         except httpx.HTTPError:
             pass
         time.sleep(0.1)
-    raise AssertionError(f"server did not become healthy within {timeout:g}s: {process.output}")
+    return f"server did not become healthy within {timeout:g}s"
+
+
+def wait_healthy(url: str, process: DrainedProcess, timeout: float = 20.0) -> None:
+    """Poll ``{url}/health`` until it answers 200; AssertionError when the process exits first."""
+    problem = until_healthy(url, lambda: process.returncode, timeout)
+    if problem is not None:
+        if process.returncode is not None:
+            process.wait(timeout=5)
+        raise AssertionError(f"{problem}: {process.output}")
 
 
 def stop_all(*processes: DrainedProcess, timeout: float = 10.0) -> None:
